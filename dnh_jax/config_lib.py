@@ -1,0 +1,163 @@
+"""Config helpers: the shared base config and strict typed config arguments.
+
+Config files call `parse_arg(arg, bits=16, quick=False, ...)`: the keyword defaults fix
+both the valid keys and their types, so `:bits=3x` or `:quikc` fail at load time with an
+error listing what is valid (big_vision's parse_arg, made strict).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+import ml_collections
+
+_TRUE = ("true", "1", "yes", "on")
+_FALSE = ("false", "0", "no", "off")
+
+
+class ConfigArgError(ValueError):
+  """A config argument string (`--config=file.py:ARGS`) that cannot be parsed."""
+
+
+def _coerce(key: str, text: str, default: Any, choices: Sequence[Any] | None):
+  if isinstance(default, bool):
+    low = text.lower()
+    if low in _TRUE:
+      value = True
+    elif low in _FALSE:
+      value = False
+    else:
+      raise ConfigArgError(
+          f"Config argument {key}={text!r}: expected a boolean, one of {_TRUE + _FALSE}")
+  elif isinstance(default, int):
+    try:
+      value = int(text)
+    except ValueError:
+      raise ConfigArgError(f"Config argument {key}={text!r}: expected an integer") from None
+  elif isinstance(default, float):
+    try:
+      value = float(text)
+    except ValueError:
+      raise ConfigArgError(f"Config argument {key}={text!r}: expected a number") from None
+  else:
+    value = text
+  if choices is not None and value not in choices:
+    raise ConfigArgError(
+        f"Config argument {key}={text!r}: expected one of {list(choices)}")
+  return value
+
+
+def parse_arg(arg: str | None, *, choices: Mapping[str, Sequence[Any]] | None = None,
+              **defaults) -> ml_collections.ConfigDict:
+  """Parses `key=value,flag,...` against typed defaults.
+
+  Args:
+    arg: the text after ':' in `--config=file.py:ARG` (None or '' for defaults).
+    choices: optional valid values per key.
+    **defaults: every valid key with its default; the default's type is the key's type.
+      A bare key (`quick`) sets a boolean to True.
+
+  Returns:
+    A ConfigDict with one entry per key of `defaults`.
+
+  Raises:
+    ConfigArgError: unknown key, bad boolean/number, or a value outside `choices`; the
+      message names the key and lists what is valid.
+  """
+  choices = dict(choices or {})
+  for key in choices:
+    if key not in defaults:
+      raise ValueError(f"choices given for unknown key {key!r}")
+  out = dict(defaults)
+  for item in filter(None, (arg or "").split(",")):
+    key, sep, text = item.partition("=")
+    key = key.strip()
+    if key not in defaults:
+      raise ConfigArgError(
+          f"Unknown config argument {key!r}; valid arguments: {sorted(defaults)}")
+    if not sep:
+      if not isinstance(defaults[key], bool):
+        raise ConfigArgError(f"Config argument {key!r} needs a value ({key}=...)")
+      out[key] = True
+      continue
+    out[key] = _coerce(key, text.strip(), defaults[key], choices.get(key))
+  return ml_collections.ConfigDict(out)
+
+
+def check_choice(flag: str, value: Any, valid: Mapping[str, Any] | Sequence[Any]):
+  """Raises a ValueError naming `flag` and the valid choices if `value` is not one."""
+  if value not in valid:
+    raise ValueError(f"{flag}={value!r} is not valid; choose one of {sorted(valid)}")
+  return value
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """The shared base every experiment config starts from (override a few fields).
+
+  Sections: data (what to read and how to split it), model (backbone and heads), loss
+  (objective and weights), train (optimizer, steps, intervals), eval (metrics and
+  preferences), mesh (device layout). Field meanings are documented inline.
+  """
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+
+  c.data = d = ml_collections.ConfigDict()
+  d.name = "medphantom"            # key of dnh_jax.data.DATASETS
+  d.data_dir = ""                  # TFDS data_dir; "" = <workdir>/../tfds (shared cache)
+  d.manual_dir = ""                # for real-data builders: where the user's files live
+  d.image_size = 64                # images are resized to image_size x image_size x 1
+  d.num_examples = 6000            # MedPhantom: examples rendered in total
+  d.difficulty = 1.0               # MedPhantom: scales noise, anatomy variation, 1/contrast
+  d.combinations = "published"     # MedPhantom: "published" | "all" | explicit list
+  d.held_out = ()                  # (modality, organ) pairs never seen in train/val
+  d.multilabel = False             # MedPhantom: multi-label chest X-ray collection
+  d.subsets = ()                   # MedMNIST: which subsets to read
+  # Split fractions train : val_query : val_gallery : query : gallery (RESEARCH.md 6:1:2:1
+  # becomes train 0.6, val 0.1 split 1:4 into query/gallery, test 0.3 split 1:2).
+  d.split = (0.6, 0.02, 0.08, 0.1, 0.2)
+  d.augment = True
+
+  c.model = m = ml_collections.ConfigDict()
+  m.backbone = "small_cnn"         # key of dnh_jax.models.BACKBONES
+  m.head = "flat"                  # "flat" | "structured" | "independent"
+  m.bits = 48                      # total code length K
+  m.segments = ()                  # per-characteristic sub-code lengths (structured codes)
+  m.classifier = True              # classifier heads on the characteristics
+  m.fuzzy = False                  # fuzzy inference layer before the hash layer
+  m.fuzzy_rules = 16
+  m.fuzzy_inputs = 8
+  m.fuzzy_membership = "gaussian"
+  m.dtype = "float32"
+
+  c.loss = l = ml_collections.ConfigDict()
+  l.name = "dpsh"                  # key of dnh_jax.losses.LOSSES
+  l.similarity = "all"             # pair similarity rule for flat baselines
+  l.quantization = 0.0             # weight of the quantization penalty
+  l.classification = 0.0           # weight of classifier cross-entropy
+  l.weights = ml_collections.ConfigDict()   # loss-specific weights
+
+  c.train = t = ml_collections.ConfigDict()
+  t.steps = 2000
+  t.batch_size = 64                # global batch size
+  t.optimizer = "adam"
+  t.learning_rate = 1e-3
+  t.schedule = "cosine"            # "constant" | "cosine" | "step"
+  t.warmup_steps = 100
+  t.weight_decay = 0.0
+  t.grad_clip = 1.0
+  t.log_every = 50
+  t.eval_every = 500
+  t.checkpoint_every = 500
+  t.keep_checkpoints = 2
+  t.best_metric = "val/mAP@100"    # checkpoint selection, never on test
+
+  c.eval = e = ml_collections.ConfigDict()
+  e.ks = (10, 100, 1000)
+  e.relevance = "all"              # relevance rule; see dnh_jax.evaluation.relevance
+  e.preferences = ()               # named preferences for structured codes
+  e.ties = "index"
+  e.batch_size = 256
+
+  c.mesh = ml_collections.ConfigDict()
+  c.mesh.data = -1                 # devices on the data axis (-1: all)
+  return c
