@@ -109,7 +109,7 @@ def base_config() -> ml_collections.ConfigDict:
   d.num_examples = 6000            # MedPhantom: examples rendered in total
   d.difficulty = 1.0               # MedPhantom: scales noise, anatomy variation, 1/contrast
   d.combinations = "published"     # MedPhantom: "published" | "all" | explicit list
-  d.held_out = ()                  # (modality, organ) pairs never seen in train/val
+  d.held_out = ()                  # "MODALITY/organ" pairs never seen in train/val
   d.multilabel = False             # MedPhantom: multi-label chest X-ray collection
   d.subsets = ()                   # MedMNIST: which subsets to read
   # Split fractions train : val_query : val_gallery : query : gallery (RESEARCH.md 6:1:2:1
@@ -156,6 +156,7 @@ def base_config() -> ml_collections.ConfigDict:
   e.relevance = "all"              # relevance rule; see dnh_jax.evaluation.relevance
   e.preferences = ()               # named preferences for structured codes
   e.ties = "index"
+  e.query_groups = ()              # names from dnh_jax.evaluation.groups.QUERY_GROUPS
   e.batch_size = 256
 
   c.mesh = ml_collections.ConfigDict()

@@ -1,0 +1,47 @@
+"""Baseline hashing losses on MedPhantom (ablation reference for every objective).
+
+Command (DPSH, 16 bits):
+  python -m dnh_jax.main --config=configs/baseline.py:loss=dpsh,bits=16
+Quick smoke run (about a minute on two CPU cores):
+  python -m dnh_jax.main --config=configs/baseline.py:quick
+Arguments: loss=dpsh|dsh|hashnet|dch|csq|greedyhash|orthohash|idhn, bits=16|32|48|64,
+backbone=small_cnn|alexnet|resnet18|resnet50, quick. `idhn` is a multi-label loss and runs
+on the MedPhantom multi-label chest collection.
+"""
+
+from dnh_jax import config_lib
+
+LOSS_NAMES = ("dpsh", "dsh", "hashnet", "dch", "csq", "greedyhash", "orthohash", "idhn")
+BACKBONE_NAMES = ("small_cnn", "alexnet", "resnet18", "resnet50")
+
+
+def get_config(arg=None):
+  a = config_lib.parse_arg(arg, loss="dpsh", bits=16, backbone="small_cnn", quick=False,
+                           choices={"loss": LOSS_NAMES, "bits": (16, 32, 48, 64),
+                                    "backbone": BACKBONE_NAMES})
+  c = config_lib.base_config()
+  c.model.backbone = a.backbone
+  c.model.bits = a.bits
+  c.loss.name = a.loss
+  if a.loss == "idhn":
+    c.data.multilabel = True
+    c.eval.relevance = "shared"
+    c.eval.query_groups = ("label_count",)
+    c.train.best_metric = "val/nDCG@100"
+  if a.quick:
+    quick(c)
+  return c
+
+
+def quick(c):
+  """Shrinks data, model and steps so a run takes about a minute on two CPU cores."""
+  c.data.num_examples = 800
+  c.data.image_size = 32
+  c.train.steps = 40
+  c.train.batch_size = 32
+  c.train.warmup_steps = 5
+  c.train.log_every = 10
+  c.train.eval_every = 20
+  c.train.checkpoint_every = 20
+  c.eval.ks = (10, 100)
+  c.train.best_metric = c.train.best_metric.replace("@1000", "@100")

@@ -1,0 +1,75 @@
+"""Orbax checkpoints: the last N training states plus the best one by a validation metric.
+
+Two `orbax.checkpoint.CheckpointManager`s under `<workdir>/checkpoints/`:
+  last/  keep-last-N, written every `train.checkpoint_every` steps and at the end;
+  best/  keep-1, selected by `train.best_metric` (a validation metric, never test).
+All processes call save/restore together (Orbax coordinates multi-host writes).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+
+
+class Checkpoints:
+  """The pair of managers of one workdir.
+
+  Args:
+    directory: `<workdir>/checkpoints`.
+    keep: how many recent states `last/` keeps.
+    best_metric: the metric name used to select `best/` (higher is better).
+  """
+
+  def __init__(self, directory: str, *, keep: int, best_metric: str):
+    directory = os.path.abspath(directory)
+    self.best_metric = best_metric
+    self._last = ocp.CheckpointManager(
+        os.path.join(directory, "last"),
+        options=ocp.CheckpointManagerOptions(max_to_keep=max(1, keep), create=True))
+    self._best = ocp.CheckpointManager(
+        os.path.join(directory, "best"),
+        options=ocp.CheckpointManagerOptions(
+            max_to_keep=1, create=True, best_fn=lambda m: m[best_metric], best_mode="max",
+            keep_checkpoints_without_metrics=False))
+
+  def latest_step(self) -> int | None:
+    return self._last.latest_step()
+
+  def best_step(self) -> int | None:
+    return self._best.best_step()
+
+  def save_last(self, step: int, state: Any):
+    self._last.save(step, args=ocp.args.StandardSave(state))
+
+  def save_best(self, step: int, state: Any, metrics: dict[str, float]):
+    """Offers `state` as a best candidate; Orbax keeps it only if it beats the kept one."""
+    if self.best_metric not in metrics:
+      raise KeyError(f"train.best_metric={self.best_metric!r} is not among the validation "
+                     f"metrics {sorted(metrics)}")
+    self._best.save(step, args=ocp.args.StandardSave(state),
+                    metrics={self.best_metric: float(metrics[self.best_metric])})
+
+  def restore_last(self, abstract_state: Any, step: int | None = None) -> Any:
+    step = self._last.latest_step() if step is None else step
+    return self._last.restore(step, args=ocp.args.StandardRestore(abstract_state))
+
+  def restore_best(self, abstract_state: Any) -> Any:
+    return self._best.restore(self._best.best_step(),
+                              args=ocp.args.StandardRestore(abstract_state))
+
+  def wait(self):
+    self._last.wait_until_finished()
+    self._best.wait_until_finished()
+
+  def close(self):
+    self._last.close()
+    self._best.close()
+
+
+def abstract(state: Any) -> Any:
+  """ShapeDtypeStructs with shardings of a live state (the restore target)."""
+  return jax.tree.map(ocp.utils.to_shape_dtype_struct, state)

@@ -1,0 +1,53 @@
+"""Entry point: `python -m dnh_jax.main --config=configs/<name>.py[:args] [--workdir=DIR]`.
+
+Parses flags, starts the multi-host runtime when a launcher asks for it, logs the devices,
+runs `train.train_and_evaluate` and prints the results table. Without --workdir the run
+goes to `workdirs/<name>` (`workdirs/<name>-<args>` when the config has arguments), so a
+rerun of the same command resumes instead of starting over.
+"""
+
+import os
+import re
+
+from absl import app
+from absl import flags
+from absl import logging
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Experiment config file, e.g. configs/untrained_combo.py:quick.",
+    lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Output folder (default workdirs/<name>).")
+flags.mark_flags_as_required(["config"])
+
+
+def default_workdir(config_arg: str) -> str:
+  """`configs/ophash.py:bits=32,quick` -> `workdirs/ophash-bits=32,quick`."""
+  path, _, args = config_arg.partition(":")
+  name = os.path.splitext(os.path.basename(path))[0]
+  if args:
+    name += "-" + re.sub(r"[^A-Za-z0-9_.,=+>-]", "_", args)
+  return os.path.join("workdirs", name)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  # Imported here so XLA_FLAGS / JAX_PLATFORMS set by a launcher apply first.
+  import jax  # pylint: disable=g-import-not-at-top
+  from dnh_jax import parallel, train  # pylint: disable=g-import-not-at-top
+  from dnh_jax.report import tables  # pylint: disable=g-import-not-at-top
+
+  parallel.maybe_initialize_distributed()
+  config_arg = config_flags.get_config_filename(flags.FLAGS["config"])
+  workdir = _WORKDIR.value or default_workdir(config_arg)
+  logging.info("JAX process %d/%d, devices: %s", jax.process_index(), jax.process_count(),
+               jax.devices())
+  results = train.train_and_evaluate(_CONFIG.value, workdir)
+  if jax.process_index() == 0:
+    print(tables.results_table(results))
+    print(f"Results written to {os.path.join(workdir, 'results.json')}")
+
+
+if __name__ == "__main__":
+  app.run(main)

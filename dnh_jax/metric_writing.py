@@ -1,0 +1,68 @@
+"""Metric writing: TensorBoard event files plus a JSON-lines log, on process 0 only.
+
+clu's `metric_writers` package imports TensorFlow at import time (clu 0.0.12), and this
+project must run without TensorFlow, so this module provides the same small interface
+(`write_scalars`, `write_hparams`, `flush`, `close`) on top of tensorboardX for the event
+files. Every other process gets a writer that does nothing, so call sites need no checks.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Mapping
+
+import jax
+import numpy as np
+
+
+class MetricWriter:
+  """Writes scalars to `<logdir>/metrics.jsonl` and TensorBoard event files."""
+
+  def __init__(self, logdir: str):
+    os.makedirs(logdir, exist_ok=True)
+    from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+    self._tb = SummaryWriter(logdir)
+    self._jsonl = open(os.path.join(logdir, "metrics.jsonl"), "a")
+
+  def write_scalars(self, step: int, scalars: Mapping[str, Any]):
+    """Args: step: the training step; scalars: name -> scalar (python or 0-d array)."""
+    row = {"step": int(step)}
+    for name, value in scalars.items():
+      value = float(np.asarray(value))
+      row[name] = value
+      self._tb.add_scalar(name, value, int(step))
+    self._jsonl.write(json.dumps(row) + "\n")
+
+  def write_hparams(self, hparams: Mapping[str, Any]):
+    self._jsonl.write(json.dumps({"hparams": {k: str(v) for k, v in hparams.items()}}) + "\n")
+
+  def flush(self):
+    self._tb.flush()
+    self._jsonl.flush()
+
+  def close(self):
+    self.flush()
+    self._tb.close()
+    self._jsonl.close()
+
+
+class _NullWriter:
+  def write_scalars(self, step, scalars):
+    del step, scalars
+
+  def write_hparams(self, hparams):
+    del hparams
+
+  def flush(self):
+    pass
+
+  def close(self):
+    pass
+
+
+def create_writer(logdir: str):
+  """The writer for this process: a real one on process 0, a no-op elsewhere."""
+  if jax.process_index() == 0:
+    return MetricWriter(logdir)
+  return _NullWriter()

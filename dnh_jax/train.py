@@ -1,0 +1,368 @@
+"""Trainer: train state, jitted sharded train step, evaluation loop, checkpoints.
+
+`train_and_evaluate(config, workdir)` is the whole job: load and split the data, build
+model, loss and optimizer, resume or initialise, train with periodic validation, keep the
+best checkpoint by a validation metric, evaluate that checkpoint on the test split and
+write `results.json`. It returns the results so tests can assert on them. A config with
+`train.steps = 0` evaluates the initial codes ("evaluate only").
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import time
+from typing import Any, Callable
+
+import chex
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from absl import logging
+
+from dnh_jax import checkpointing
+from dnh_jax import metric_writing
+from dnh_jax import parallel
+from dnh_jax import data as data_lib
+from dnh_jax import losses as losses_lib
+from dnh_jax import models as models_lib
+from dnh_jax.data import schema as schema_lib
+from dnh_jax.evaluation import evaluator as evaluator_lib
+from dnh_jax.evaluation import groups as groups_lib
+from dnh_jax.utils import atomic_write_json
+
+State = dict  # {"step", "params": {"model", "loss"}, "batch_stats", "opt_state"}
+
+
+# ----------------------------------------------------------------------------- optimizer
+
+def make_schedule(tc: ml_collections.ConfigDict) -> optax.Schedule:
+  """Learning-rate schedule from `config.train` (constant | cosine | step, with warmup)."""
+  lr, warm, steps = tc.learning_rate, int(tc.warmup_steps), max(int(tc.steps), 1)
+  warm = min(warm, max(steps - 1, 0))
+  if tc.schedule == "constant":
+    main = optax.constant_schedule(lr)
+  elif tc.schedule == "cosine":
+    main = optax.cosine_decay_schedule(lr, max(steps - warm, 1))
+  elif tc.schedule == "step":
+    main = optax.exponential_decay(lr, int(tc.get("decay_every", 1000)),
+                                   float(tc.get("decay_rate", 0.4)), staircase=True)
+  else:
+    raise ValueError(f"train.schedule={tc.schedule!r}; choose one of "
+                     "['constant', 'cosine', 'step']")
+  if warm <= 0:
+    return main
+  return optax.join_schedules([optax.linear_schedule(0.0, lr, warm), main], [warm])
+
+
+OPTIMIZERS = {
+    "adam": lambda lr, wd: optax.adam(lr) if not wd else optax.adamw(lr, weight_decay=wd),
+    "adamw": lambda lr, wd: optax.adamw(lr, weight_decay=wd),
+    "sgd": lambda lr, wd: optax.chain(optax.add_decayed_weights(wd),
+                                      optax.sgd(lr, momentum=0.9, nesterov=True)),
+}
+
+
+def make_optimizer(tc: ml_collections.ConfigDict) -> optax.GradientTransformation:
+  """optax optimizer from `config.train` (optimizer, schedule, weight decay, clipping)."""
+  if tc.optimizer not in OPTIMIZERS:
+    raise ValueError(f"train.optimizer={tc.optimizer!r}; choose one of {sorted(OPTIMIZERS)}")
+  tx = OPTIMIZERS[tc.optimizer](make_schedule(tc), float(tc.weight_decay))
+  if tc.grad_clip:
+    tx = optax.chain(optax.clip_by_global_norm(float(tc.grad_clip)), tx)
+  return tx
+
+
+# ----------------------------------------------------------------------------- state
+
+def create_train_state(model, loss_fn, tx, mesh, image_shape, key) -> tuple[State, Any]:
+  """Initialises the state on its devices, shape first (`jax.eval_shape`).
+
+  Args:
+    model: a Flax module whose apply returns a dict with "codes".
+    loss_fn: the loss; if it has `init_params(key, outputs)` its parameters are trained
+      with the model's (e.g. an adversarial pair discriminator).
+    tx: the optax optimizer.
+    mesh: device mesh; the state is replicated over it (data parallelism).
+    image_shape: (H, W, C) of one image.
+    key: PRNG key.
+
+  Returns:
+    (state, state_shardings).
+  """
+  sample = jnp.zeros((2, *image_shape), jnp.float32)
+
+  def init():
+    k_params, k_drop, k_loss = jax.random.split(key, 3)
+    variables = model.init({"params": k_params, "dropout": k_drop}, sample, train=False)
+    params = {"model": variables["params"], "loss": {}}
+    if hasattr(loss_fn, "init_params"):
+      outputs = model.apply(variables, sample, train=False)
+      params["loss"] = loss_fn.init_params(k_loss, outputs)
+    return {"step": jnp.zeros([], jnp.int32), "params": params,
+            "batch_stats": variables.get("batch_stats", {}), "opt_state": tx.init(params)}
+
+  shapes = jax.eval_shape(init)
+  shardings = jax.tree.map(lambda _: parallel.replicated(mesh), shapes)
+  return jax.jit(init, out_shardings=shardings)(), shardings
+
+
+def health_metrics(grads, params, codes: jax.Array) -> dict[str, jax.Array]:
+  """Gradient / parameter norms, quantization error and bit balance of real codes [B, K].
+
+  bit_balance = 1 - mean_k |mean_b sign(h_bk)|: 1 when every bit is +1 for half the batch,
+  0 when every bit is constant.
+  """
+  bits = jnp.where(codes >= 0, 1.0, -1.0)
+  return {"grad_norm": optax.global_norm(grads), "param_norm": optax.global_norm(params),
+          "quantization_error": jnp.mean(jnp.square(codes - bits)),
+          "bit_balance": 1.0 - jnp.mean(jnp.abs(jnp.mean(bits, axis=0)))}
+
+
+def train_step(state: State, batch: dict, *, model, loss_fn, tx, loss_cfg, schema,
+               base_key) -> tuple[State, dict]:
+  """One optimisation step (pure; jitted with donated state by `make_train_step`).
+
+  Args:
+    state: the train state.
+    batch: {"image": float32[B, H, W, 1], <characteristic>: labels [B] or [B, V]}.
+
+  Returns:
+    (new state, metrics: loss, loss terms and health metrics, all scalars).
+  """
+  step = state["step"]
+  k_drop, k_loss = jax.random.split(jax.random.fold_in(base_key, step))
+  labels = {name: batch[name] for name in schema.names}
+  has_stats = bool(jax.tree.leaves(state["batch_stats"]))
+  trains_own_params = hasattr(loss_fn, "init_params")
+
+  def objective(params):
+    variables = {"params": params["model"]}
+    if has_stats:
+      variables["batch_stats"] = state["batch_stats"]
+    outputs, updates = model.apply(variables, batch["image"], train=True,
+                                   rngs={"dropout": k_drop}, mutable=["batch_stats"])
+    extra = {"params": params["loss"]} if trains_own_params else {}
+    loss, terms = loss_fn(outputs, labels, cfg=loss_cfg, schema=schema, step=step,
+                          key=k_loss, **extra)
+    return loss, (terms, updates.get("batch_stats", state["batch_stats"]), outputs["codes"])
+
+  (loss, (terms, batch_stats, codes)), grads = jax.value_and_grad(
+      objective, has_aux=True)(state["params"])
+  updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
+  params = optax.apply_updates(state["params"], updates)
+  metrics = {"loss": loss, **terms, **health_metrics(grads, params, codes)}
+  return {"step": step + 1, "params": params, "batch_stats": batch_stats,
+          "opt_state": opt_state}, metrics
+
+
+def make_train_step(state_shardings, mesh, **static) -> Callable:
+  """Jits `train_step` with donated state, explicit shardings and a one-trace guard."""
+  fn = chex.assert_max_traces(functools.partial(train_step, **static), n=1)
+  return jax.jit(fn, in_shardings=(state_shardings, parallel.data_sharding(mesh)),
+                 out_shardings=(state_shardings, parallel.replicated(mesh)),
+                 donate_argnums=(0,))
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+def make_encoder(model, mesh) -> Callable:
+  """jitted (variables, images [B, H, W, 1]) -> model outputs, replicated to every host."""
+  return jax.jit(lambda variables, images: model.apply(variables, images, train=False),
+                 in_shardings=(parallel.replicated(mesh), parallel.data_sharding(mesh)),
+                 out_shardings=parallel.replicated(mesh))
+
+
+def model_variables(state: State) -> dict:
+  variables = {"params": state["params"]["model"]}
+  if jax.tree.leaves(state["batch_stats"]):
+    variables["batch_stats"] = state["batch_stats"]
+  return variables
+
+
+def encode(encoder, state: State, images: np.ndarray, mesh, batch_size: int) -> np.ndarray:
+  """Real codes of uint8 images [N, H, W, 1] -> float32 [N, K], in fixed-size batches.
+
+  Every process encodes its slice of each batch (the batch is sharded over all devices);
+  the codes come back replicated, so each process holds all N codes.
+  """
+  n_dev, n_proc, proc = mesh.devices.size, jax.process_count(), jax.process_index()
+  batch_size = max(n_dev, batch_size - batch_size % n_dev)
+  variables = model_variables(state)
+  out = []
+  for start in range(0, len(images), batch_size):
+    chunk = images[start:start + batch_size]
+    n = len(chunk)
+    if n < batch_size:  # pad: one compiled shape for the whole split
+      chunk = np.concatenate([chunk, np.zeros((batch_size - n, *chunk.shape[1:]), chunk.dtype)])
+    local = np.split(chunk, n_proc)[proc]
+    batch = parallel.global_batch({"image": data_lib.images_to_float(local)}, mesh)
+    out.append(np.asarray(encoder(variables, batch["image"])["codes"])[:n])
+  return np.concatenate(out).astype(np.float32)
+
+
+def evaluate(encoder, state, splits, query: str, gallery: str, *, config, mesh,
+             segments) -> dict[str, float]:
+  """Encodes a query and a gallery split and computes the configured metrics.
+
+  Returns:
+    Flat dict: "mAP@100", ..., "<preference>/mAP@100", "<group>/<metric>", "bit_balance".
+  """
+  ec = config.eval
+  q, g = splits.data[query], splits.data[gallery]
+  q_codes = encode(encoder, state, q.images, mesh, ec.batch_size)
+  g_codes = encode(encoder, state, g.images, mesh, ec.batch_size)
+  ev = evaluator_lib.Evaluator(splits.schema, ks=tuple(ec.ks), relevance=ec.relevance,
+                               preferences=tuple(ec.preferences), segments=tuple(segments),
+                               ties=ec.ties)
+  results = dict(ev.run(q_codes, q.labels, g_codes, g.labels))
+  for group_rule in ec.get("query_groups", ()):
+    for name, mask in groups_lib.query_groups(group_rule, q.labels, splits.schema,
+                                              config.data).items():
+      if mask.any():
+        sub = {k: v[mask] for k, v in q.labels.items()}
+        for k, v in ev.run(q_codes[mask], sub, g_codes, g.labels).items():
+          results[f"{name}/{k}"] = v
+        results[f"{name}/num_queries"] = float(mask.sum())
+  bits = np.where(g_codes >= 0, 1.0, -1.0)
+  results["bit_balance"] = float(1.0 - np.mean(np.abs(bits.mean(axis=0))))
+  return {k: float(v) for k, v in results.items()}
+
+
+# ----------------------------------------------------------------------------- main loop
+
+def code_segments(model_cfg, schema) -> tuple[int, ...]:
+  """Sub-code lengths in bits for structured / independent heads, () for a flat code."""
+  if model_cfg.head == "flat":
+    return ()
+  if model_cfg.segments:
+    segments = tuple(int(s) for s in model_cfg.segments)
+  else:
+    n = len(schema.names)
+    segments = tuple(model_cfg.bits // n + (i < model_cfg.bits % n) for i in range(n))
+  if sum(segments) != model_cfg.bits or len(segments) != len(schema.names):
+    raise ValueError(f"model.segments={segments} must give one length per characteristic "
+                     f"{list(schema.names)} summing to model.bits={model_cfg.bits}")
+  return segments
+
+
+def _format_eta(seconds: float) -> str:
+  seconds = int(max(seconds, 0))
+  return f"{seconds // 3600}h{seconds // 60 % 60:02d}m" if seconds >= 3600 else (
+      f"{seconds // 60}m{seconds % 60:02d}s")
+
+
+def _log(msg: str):
+  if jax.process_index() == 0:
+    print(msg, flush=True)
+  logging.info(msg)
+
+
+def default_data_dir(config) -> str:
+  """Where TFDS builders write: config.data.data_dir, $DNH_DATA_DIR, or a user cache."""
+  return (config.data.data_dir or os.environ.get("DNH_DATA_DIR")
+          or os.path.join(os.path.expanduser("~"), ".cache", "dnh_jax", "tfds"))
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
+  """Trains and evaluates; writes config.json, results.json, checkpoints and logs.
+
+  Args:
+    config: an experiment config (see dnh_jax/config_lib.base_config).
+    workdir: output folder; a run finding checkpoints there resumes.
+
+  Returns:
+    The flat results dict also written to `<workdir>/results.json`.
+  """
+  workdir = os.path.abspath(workdir)
+  os.makedirs(workdir, exist_ok=True)
+  if jax.process_index() == 0:
+    atomic_write_json(os.path.join(workdir, "config.json"), json.loads(config.to_json_best_effort()))
+  tc = config.train
+  mesh = parallel.make_mesh(config.mesh.data)
+  parallel.check_batch_size(tc.batch_size, mesh)
+
+  splits = data_lib.load_splits(config.data, seed=config.seed, data_dir=default_data_dir(config))
+  if jax.process_index() == 0:
+    data_lib.write_manifest(splits, os.path.join(workdir, "split_manifest.json"))
+  schema: schema_lib.Schema = splits.schema
+  model = models_lib.build_model(config.model, schema)
+  segments = code_segments(config.model, schema)
+  loss_fn = losses_lib.get_loss(config.loss)
+  tx = make_optimizer(tc)
+  root_key = jax.random.key(config.seed)
+  init_key, step_key = jax.random.split(root_key)
+  image_shape = splits.data["train"].images.shape[1:]
+  state, shardings = create_train_state(model, loss_fn, tx, mesh, image_shape, init_key)
+  ckpt = checkpointing.Checkpoints(os.path.join(workdir, "checkpoints"),
+                                   keep=tc.keep_checkpoints, best_metric=tc.best_metric)
+  # Resume order: (1) the latest step in <workdir>/checkpoints/last; (2) otherwise a fresh
+  # initialisation from config.seed. Batches and step keys depend only on (seed, step), so
+  # a resumed run continues exactly as an uninterrupted one would.
+  if ckpt.latest_step() is not None:
+    state = ckpt.restore_last(checkpointing.abstract(state))
+    _log(f"Resumed from {workdir}/checkpoints/last at step {int(state['step'])}")
+  start = int(state["step"])
+
+  writer = metric_writing.create_writer(os.path.join(workdir, "logs"))
+  step_fn = make_train_step(shardings, mesh, model=model, loss_fn=loss_fn, tx=tx,
+                            loss_cfg=config.loss, schema=schema, base_key=step_key)
+  encoder = make_encoder(model, mesh)
+  batcher = data_lib.Batcher(splits.data["train"], tc.batch_size, seed=config.seed,
+                             augment=config.data.augment, process_index=jax.process_index(),
+                             process_count=jax.process_count())
+  run_eval = functools.partial(evaluate, encoder, config=config, mesh=mesh, segments=segments)
+
+  def validate(step):
+    val = {f"val/{k}": v for k, v in run_eval(state, splits, "val_query", "val_gallery").items()}
+    writer.write_scalars(step, val)
+    ckpt.save_best(step, state, val)
+    _log(f"step {step}: " + ", ".join(f"{k}={v:.4f}" for k, v in sorted(val.items())
+                                      if k.count("/") == 1 and "@100" in k))
+    return val
+
+  if start == 0 or ckpt.best_step() is None:
+    validate(start)
+  t0, last_log, pending = time.time(), start, None
+  for step in range(start, tc.steps):
+    batch = parallel.global_batch(batcher.batch(step), mesh)
+    state, metrics = step_fn(state, batch)
+    if pending is not None and not np.isfinite(float(pending["loss"])):
+      raise FloatingPointError(f"Non-finite loss at step {step}: {jax.device_get(pending)}")
+    pending, done = metrics, step + 1
+    if done % tc.log_every == 0 or done == tc.steps:
+      scalars = {f"train/{k}": v for k, v in jax.device_get(metrics).items()}
+      if not np.isfinite(scalars["train/loss"]):
+        raise FloatingPointError(f"Non-finite loss at step {done}: {scalars}")
+      elapsed = time.time() - t0
+      rate = (done - start) * tc.batch_size / max(elapsed, 1e-9)
+      scalars["train/examples_per_sec"] = rate
+      writer.write_scalars(done, scalars)
+      _log(f"step {done}/{tc.steps} | loss {scalars['train/loss']:.4f} | {rate:.1f} ex/s | "
+           f"ETA {_format_eta((tc.steps - done) * tc.batch_size / max(rate, 1e-9))}")
+      last_log = done
+    if done % tc.checkpoint_every == 0 or done == tc.steps:
+      ckpt.save_last(done, state)
+    if done % tc.eval_every == 0 or done == tc.steps:
+      validate(done)
+  del last_log
+  train_seconds = time.time() - t0
+  ckpt.wait()
+
+  best = ckpt.best_step()
+  if best is not None and best != int(state["step"]):
+    state = ckpt.restore_best(checkpointing.abstract(state))
+  results = {f"test/{k}": v for k, v in run_eval(state, splits, "query", "gallery").items()}
+  val = {f"val/{k}": v for k, v in run_eval(state, splits, "val_query", "val_gallery").items()}
+  results.update(val)
+  results.update({"selected_step": float(int(state["step"])), "train/steps": float(tc.steps),
+                  "train/seconds": train_seconds})
+  writer.write_scalars(int(state["step"]), results)
+  writer.close()
+  ckpt.close()
+  if jax.process_index() == 0:
+    atomic_write_json(os.path.join(workdir, "results.json"), results)
+  return results
