@@ -1,0 +1,81 @@
+"""Config files and strict config arguments."""
+
+import glob
+import importlib.util
+import os
+
+import pytest
+
+from dnh_jax import config_lib
+from dnh_jax import main as main_lib
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIG_FILES = sorted(glob.glob(os.path.join(ROOT, "configs", "*.py")))
+
+
+def _load(path):
+  spec = importlib.util.spec_from_file_location(os.path.basename(path)[:-3], path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def test_there_are_config_files():
+  assert any(p.endswith("baseline.py") for p in CONFIG_FILES)
+
+
+@pytest.mark.parametrize("path", CONFIG_FILES, ids=os.path.basename)
+def test_every_config_loads_default_and_quick(path):
+  module = _load(path)
+  assert module.get_config.__doc__ or module.__doc__, f"{path} needs a docstring with its command"
+  for arg in (None, "quick"):
+    c = module.get_config(arg)
+    assert c.train.steps >= 0 and c.model.bits > 0
+    assert c.train.best_metric.startswith("val/"), "checkpoint selection must not use test"
+
+
+@pytest.mark.parametrize("path", CONFIG_FILES, ids=os.path.basename)
+def test_every_config_rejects_typos(path):
+  module = _load(path)
+  with pytest.raises(config_lib.ConfigArgError, match="quikc"):
+    module.get_config("quikc")
+
+
+def test_parse_arg_types_and_errors():
+  c = config_lib.parse_arg("bits=32,quick", bits=16, quick=False, lr=0.1, name="x")
+  assert (c.bits, c.quick, c.lr, c.name) == (32, True, 0.1, "x")
+  c = config_lib.parse_arg("quick=off,lr=1e-3", bits=16, quick=True, lr=0.1)
+  assert c.quick is False and c.lr == pytest.approx(1e-3)
+  with pytest.raises(config_lib.ConfigArgError, match=r"valid arguments: \['bits', 'quick'\]"):
+    config_lib.parse_arg("bitz=3", bits=16, quick=False)
+  with pytest.raises(config_lib.ConfigArgError, match="expected a boolean"):
+    config_lib.parse_arg("quick=False_", quick=False)
+  with pytest.raises(config_lib.ConfigArgError, match="expected an integer"):
+    config_lib.parse_arg("bits=3x", bits=16)
+  with pytest.raises(config_lib.ConfigArgError, match=r"expected one of \[16, 32\]"):
+    config_lib.parse_arg("bits=24", bits=16, choices={"bits": (16, 32)})
+  with pytest.raises(config_lib.ConfigArgError, match="needs a value"):
+    config_lib.parse_arg("bits", bits=16)
+
+
+def test_baseline_config_choices():
+  module = _load(os.path.join(ROOT, "configs", "baseline.py"))
+  c = module.get_config("loss=dch,bits=48,backbone=resnet18")
+  assert (c.loss.name, c.model.bits, c.model.backbone) == ("dch", 48, "resnet18")
+  with pytest.raises(config_lib.ConfigArgError, match="dpsh"):
+    module.get_config("loss=dpshh")
+  c = module.get_config("loss=idhn")
+  assert c.data.multilabel and c.eval.relevance == "shared"
+
+
+def test_locked_config_rejects_unknown_fields():
+  c = config_lib.base_config()
+  c.lock()
+  with pytest.raises(AttributeError):
+    c.train.stepz = 3
+
+
+def test_default_workdir():
+  assert main_lib.default_workdir("configs/ophash.py") == os.path.join("workdirs", "ophash")
+  assert main_lib.default_workdir("configs/ophash.py:bits=32,quick") == os.path.join(
+      "workdirs", "ophash-bits=32,quick")

@@ -1,0 +1,109 @@
+"""End-to-end trainer tests on 4 fake CPU devices (set in conftest.py)."""
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from dnh_jax import losses as losses_lib
+from dnh_jax import train
+from dnh_jax import config_lib
+
+
+def tiny_config(steps=2, **overrides):
+  """baseline.py:quick shrunk further: a few steps on a few hundred 32 px images."""
+  import importlib.util
+  path = os.path.join(os.path.dirname(__file__), "..", "configs", "baseline.py")
+  spec = importlib.util.spec_from_file_location("baseline_cfg", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  c = module.get_config("quick")
+  c.data.num_examples = 400
+  c.train.steps = steps
+  c.train.batch_size = 16
+  c.train.log_every = 1
+  c.train.eval_every = 2
+  c.train.checkpoint_every = 2
+  c.train.warmup_steps = 0
+  c.eval.ks = (10,)
+  c.train.best_metric = "val/mAP@10"
+  for key, value in overrides.items():
+    node = c
+    *path_, last = key.split(".")
+    for p in path_:
+      node = node[p]
+    node[last] = value
+  return c
+
+
+def _params(workdir, step):
+  restored = ocp.StandardCheckpointer().restore(
+      os.path.join(workdir, "checkpoints", "last", str(step), "default"))
+  return jax.tree.map(np.asarray, restored["params"])
+
+
+def test_two_step_run_on_four_devices(tmp_path):
+  assert jax.device_count() == 4
+  results = train.train_and_evaluate(tiny_config(steps=2), str(tmp_path))
+  for key in ("test/mAP@10", "test/nDCG@10", "val/mAP@10", "test/bit_balance"):
+    assert np.isfinite(results[key]), key
+  assert 0.0 <= results["test/mAP@10"] <= 1.0
+  on_disk = json.load(open(tmp_path / "results.json"))
+  assert on_disk == pytest.approx(results)
+  assert (tmp_path / "checkpoints" / "last" / "2").is_dir()
+  assert json.load(open(tmp_path / "config.json"))["train"]["steps"] == 2
+  assert (tmp_path / "split_manifest.json").is_file()
+  log = [json.loads(l) for l in open(tmp_path / "logs" / "metrics.jsonl")]
+  steps_logged = [r["step"] for r in log if "train/loss" in r]
+  assert steps_logged == [1, 2]
+  assert all(np.isfinite(r["train/grad_norm"]) for r in log if "train/grad_norm" in r)
+
+
+def test_resume_matches_uninterrupted_run(tmp_path):
+  straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+  train.train_and_evaluate(tiny_config(steps=4), str(straight))
+  train.train_and_evaluate(tiny_config(steps=2), str(resumed))
+  assert not (resumed / "checkpoints" / "last" / "4").exists()
+  train.train_and_evaluate(tiny_config(steps=4), str(resumed))
+  a, b = _params(straight, 4), _params(resumed, 4)
+  jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6), a, b)
+
+
+def test_one_device_and_four_devices_agree(tmp_path):
+  train.train_and_evaluate(tiny_config(steps=2, **{"mesh.data": 1}), str(tmp_path / "one"))
+  train.train_and_evaluate(tiny_config(steps=2, **{"mesh.data": 4}), str(tmp_path / "four"))
+  a, b = _params(tmp_path / "one", 2), _params(tmp_path / "four", 2)
+  jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-5), a, b)
+
+
+def test_evaluate_only_with_zero_steps(tmp_path):
+  results = train.train_and_evaluate(tiny_config(steps=0), str(tmp_path))
+  assert results["selected_step"] == 0 and np.isfinite(results["test/mAP@10"])
+
+
+def test_non_finite_loss_stops_with_clear_error(tmp_path, monkeypatch):
+  def nan_loss(outputs, labels, **kwargs):
+    del labels, kwargs
+    return jnp.nan * jnp.sum(outputs["codes"]), {}
+  monkeypatch.setattr(losses_lib, "get_loss", lambda cfg: nan_loss)
+  with pytest.raises(FloatingPointError, match="Non-finite loss"):
+    train.train_and_evaluate(tiny_config(steps=2), str(tmp_path))
+
+
+def test_schedules_and_optimizer_choices():
+  tc = config_lib.base_config().train
+  tc.steps, tc.warmup_steps = 100, 10
+  for name in ("constant", "cosine", "step"):
+    tc.schedule = name
+    lr = train.make_schedule(tc)
+    assert float(lr(0)) == 0.0 and float(lr(10)) == pytest.approx(tc.learning_rate)
+  tc.schedule = "cosin"
+  with pytest.raises(ValueError, match="train.schedule='cosin'"):
+    train.make_schedule(tc)
+  tc.schedule, tc.optimizer = "cosine", "adamm"
+  with pytest.raises(ValueError, match="train.optimizer='adamm'"):
+    train.make_optimizer(tc)
