@@ -116,6 +116,8 @@ def base_config() -> ml_collections.ConfigDict:
   # becomes train 0.6, val 0.1 split 1:4 into query/gallery, test 0.3 split 1:2).
   d.split = (0.6, 0.02, 0.08, 0.1, 0.2)
   d.augment = True
+  d.dataset_seed = 0               # MedPhantom: seed of the rendered images (splits use seed)
+  d.label_map = ""                 # DICOM: JSON file mapping tag values to vocabulary names
 
   c.model = m = ml_collections.ConfigDict()
   m.backbone = "small_cnn"         # key of dnh_jax.models.BACKBONES
@@ -128,6 +130,9 @@ def base_config() -> ml_collections.ConfigDict:
   m.fuzzy_inputs = 8
   m.fuzzy_membership = "gaussian"
   m.dtype = "float32"
+  m.branch_width = 256             # structured head: hidden width of each branch
+  m.code_classifier = ""           # "": none; else a similarity rule whose classes a linear
+                                   # classifier on sign(codes) predicts (GreedyHash needs it)
 
   c.loss = l = ml_collections.ConfigDict()
   l.name = "dpsh"                  # key of dnh_jax.losses.LOSSES
