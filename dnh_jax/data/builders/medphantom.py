@@ -1,0 +1,225 @@
+"""TFDS builders of the embedded MedPhantom collections (no download, fully seeded).
+
+* `MedPhantom`: single-label (modality, organ, disease) images, balanced over a set of
+  combinations: "published" (the 15 of RESEARCH.md), "all" (every modality with every
+  organ and each of its diseases) or an explicit list "MRI/brain,US/breast" (pairs mean
+  every disease of the organ; "CT/chest/covid" names one combination). Held-out pairs
+  (objective 4) are rendered too; `dnh_jax.data.pipeline` keeps them out of training.
+* `MedPhantomChest`: multi-label chest X-rays with the 13 ChestX-ray14 findings.
+
+Example i is a pure function of (dataset seed, i): its render seed is drawn from
+`np.random.SeedSequence(dataset_seed, spawn_key=(i,))`, so generation is deterministic
+whatever the order or the number of workers rendering it.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+
+from dnh_jax.data import schema as schema_lib
+from dnh_jax.data.builders import base
+
+_DATA_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+Combination = tuple[str, str, str]
+
+
+def _phantom():
+  # Imported on first build only: reading a cached dataset never needs the renderer.
+  from dnh_jax.data import phantom   # pylint: disable=g-import-not-at-top
+  return phantom
+
+
+def parse_pair(text: str, flag: str) -> tuple[str, str]:
+  """"MODALITY/organ" -> (modality, organ); raises naming `flag` and the valid names."""
+  parts = [p.strip() for p in str(text).split("/")]
+  if len(parts) != 2:
+    raise ValueError(f"{flag}: {text!r} is not a 'MODALITY/organ' pair, e.g. 'MRI/breast'")
+  modality, organ = parts
+  if modality not in schema_lib.MODALITIES:
+    raise ValueError(f"{flag}: unknown modality {modality!r} in {text!r}; expected one of "
+                     f"{list(schema_lib.MODALITIES)}")
+  if organ not in schema_lib.ORGANS:
+    raise ValueError(f"{flag}: unknown organ {organ!r} in {text!r}; expected one of "
+                     f"{list(schema_lib.ORGANS)}")
+  return modality, organ
+
+
+def parse_held_out(held_out: Sequence[str] | str) -> tuple[tuple[str, str], ...]:
+  """data.held_out ("MRI/breast", ...) -> sorted unique (modality, organ) pairs."""
+  if isinstance(held_out, str):
+    held_out = [h for h in held_out.split(",") if h.strip()]
+  return tuple(sorted({parse_pair(h, "data.held_out") for h in held_out}))
+
+
+def parse_combinations(spec: str | Sequence[str]) -> tuple[Combination, ...]:
+  """data.combinations -> (modality, organ, disease) triples in vocabulary order.
+
+  Args:
+    spec: "published", "all", or items "MODALITY/organ" (every disease of the organ) or
+      "MODALITY/organ/disease", comma-separated or as a sequence.
+  """
+  if isinstance(spec, str):
+    key = spec.strip()
+    if key == "published":
+      return tuple(schema_lib.PUBLISHED_COMBINATIONS)
+    if key == "all":
+      items = [f"{m}/{o}" for m in schema_lib.MODALITIES for o in schema_lib.ORGANS]
+    else:
+      items = [s for s in key.split(",") if s.strip()]
+  else:
+    items = list(spec)
+  if not items:
+    raise ValueError("data.combinations is empty; expected 'published', 'all' or a list "
+                     "like 'MRI/brain,US/breast'")
+  combos = set()
+  for item in items:
+    parts = [p.strip() for p in str(item).split("/")]
+    if len(parts) == 3:
+      modality, organ = parse_pair("/".join(parts[:2]), "data.combinations")
+      if parts[2] not in schema_lib.DISEASES_BY_ORGAN[organ]:
+        raise ValueError(
+            f"data.combinations: {parts[2]!r} in {item!r} is not a disease of {organ}; "
+            f"expected one of {list(schema_lib.DISEASES_BY_ORGAN[organ])}")
+      combos.add((modality, organ, parts[2]))
+    else:
+      modality, organ = parse_pair(str(item), "data.combinations")
+      combos.update((modality, organ, d) for d in schema_lib.DISEASES_BY_ORGAN[organ])
+  return _vocabulary_order(combos)
+
+
+def _vocabulary_order(combos) -> tuple[Combination, ...]:
+  s = schema_lib.multi_characteristic_schema()
+  return tuple(sorted(combos, key=lambda c: (s["modality"].index(c[0]),
+                                             s["organ"].index(c[1]),
+                                             s["disease"].index(c[2]))))
+
+
+def rendered_combinations(combinations, held_out) -> tuple[Combination, ...]:
+  """The configured combinations plus every disease of each held-out pair."""
+  combos = set(parse_combinations(combinations))
+  for modality, organ in parse_held_out(held_out):
+    combos.update((modality, organ, d) for d in schema_lib.DISEASES_BY_ORGAN[organ])
+  return _vocabulary_order(combos)
+
+
+def example_rng(dataset_seed: int, index: int) -> np.random.Generator:
+  """The generator of example `index`: independent of every other example."""
+  return np.random.default_rng(np.random.SeedSequence(dataset_seed, spawn_key=(index,)))
+
+
+def _check_common(image_size: int, num_examples: int, difficulty: float, dataset_seed: int):
+  if not 28 <= image_size <= 224:
+    raise ValueError(f"data.image_size={image_size}: MedPhantom renders 28..224 px")
+  if num_examples < 1:
+    raise ValueError(f"data.num_examples={num_examples}: expected a positive count")
+  if not difficulty >= 0:
+    raise ValueError(f"data.difficulty={difficulty}: expected a number >= 0")
+  if dataset_seed < 0:
+    raise ValueError(f"data.dataset_seed={dataset_seed}: expected a non-negative integer")
+
+
+class MedPhantom(base.DnhBuilder, skip_registration=True):
+  """MedPhantom single-label (modality, organ, disease) collection."""
+
+  name = "dnh_medphantom"
+
+  def schema(self) -> schema_lib.Schema:
+    return schema_lib.multi_characteristic_schema()
+
+  def _examples(self) -> Iterator[dict[str, Any]]:
+    p = self.params
+    phantom = _phantom()
+    s = self.schema()
+    combos = [tuple(c) for c in p["combinations"]]
+    for i in range(p["num_examples"]):
+      modality, organ, disease = combos[i % len(combos)]   # balanced over combinations
+      seed = int(example_rng(p["dataset_seed"], i).integers(2**31))
+      image = phantom.render(modality, organ, disease, size=p["image_size"], seed=seed,
+                             difficulty=p["difficulty"])
+      yield {"image": np.asarray(image, np.uint8), "id": np.int64(i), "group": np.int64(i),
+             **s.encode({"modality": modality, "organ": organ, "disease": disease})}
+
+
+class MedPhantomChest(base.DnhBuilder, skip_registration=True):
+  """MedPhantom multi-label chest X-ray collection (13 ChestX-ray14 findings)."""
+
+  name = "dnh_medphantom_chest"
+
+  def schema(self) -> schema_lib.Schema:
+    return schema_lib.chest_multilabel_schema()
+
+  def _examples(self) -> Iterator[dict[str, Any]]:
+    p = self.params
+    phantom = _phantom()
+    findings_char = self.schema()["findings"]
+    for i in range(p["num_examples"]):
+      rng = example_rng(p["dataset_seed"], i)
+      findings = tuple(phantom.sample_chest_findings(rng))
+      seed = int(rng.integers(2**31))
+      image = phantom.render_chest_multilabel(findings, size=p["image_size"], seed=seed,
+                                              difficulty=p["difficulty"])
+      yield {"image": np.asarray(image, np.uint8), "id": np.int64(i), "group": np.int64(i),
+             "findings": findings_char.encode(findings)}
+
+
+def _code_files(module_file: str) -> tuple[str, ...]:
+  # The renderer's modules (phantom.py, phantom_*.py): any edit means a new cache entry.
+  renderer = sorted(glob.glob(os.path.join(_DATA_DIR, "phantom*.py")))
+  return base.shared_code_files() + (os.path.abspath(module_file),) + tuple(renderer)
+
+
+def medphantom_builder(*, image_size: int, num_examples: int, difficulty: float,
+                       combinations, held_out=(), dataset_seed: int = 0,
+                       data_dir: str) -> MedPhantom:
+  """The single-label MedPhantom builder for these parameters (not yet prepared)."""
+  _check_common(image_size, num_examples, difficulty, dataset_seed)
+  combos = rendered_combinations(combinations, held_out)
+  params = {"image_size": int(image_size), "num_examples": int(num_examples),
+            "difficulty": float(difficulty), "dataset_seed": int(dataset_seed),
+            "combinations": [list(c) for c in combos]}
+  config = base.make_config(f"s{image_size}_n{num_examples}_c{len(combos)}", params,
+                            _code_files(__file__))
+  return MedPhantom(config=config, data_dir=base.builder_data_dir(data_dir),
+                    file_format=base.FILE_FORMAT)
+
+
+def medphantom_chest_builder(*, image_size: int, num_examples: int, difficulty: float,
+                             dataset_seed: int = 0, data_dir: str) -> MedPhantomChest:
+  """The multi-label chest MedPhantom builder for these parameters (not yet prepared)."""
+  _check_common(image_size, num_examples, difficulty, dataset_seed)
+  params = {"image_size": int(image_size), "num_examples": int(num_examples),
+            "difficulty": float(difficulty), "dataset_seed": int(dataset_seed)}
+  config = base.make_config(f"s{image_size}_n{num_examples}", params, _code_files(__file__))
+  return MedPhantomChest(config=config, data_dir=base.builder_data_dir(data_dir),
+                         file_format=base.FILE_FORMAT)
+
+
+def from_config(data_cfg, data_dir: str) -> base.DnhBuilder:
+  """`config.data` -> MedPhantom (or MedPhantomChest if `data.multilabel`)."""
+  if data_cfg.multilabel:
+    if tuple(data_cfg.held_out):
+      raise ValueError("data.held_out needs (modality, organ) labels; the multi-label chest "
+                       "collection (data.multilabel=True) has only findings")
+    return medphantom_chest_builder(
+        image_size=data_cfg.image_size, num_examples=data_cfg.num_examples,
+        difficulty=data_cfg.difficulty, dataset_seed=data_cfg.dataset_seed,
+        data_dir=data_dir)
+  return medphantom_builder(
+      image_size=data_cfg.image_size, num_examples=data_cfg.num_examples,
+      difficulty=data_cfg.difficulty, combinations=data_cfg.combinations,
+      held_out=data_cfg.held_out, dataset_seed=data_cfg.dataset_seed, data_dir=data_dir)
+
+
+def chest_from_config(data_cfg, data_dir: str) -> base.DnhBuilder:
+  """`config.data` -> MedPhantomChest, whatever `data.multilabel` says."""
+  if tuple(data_cfg.held_out):
+    raise ValueError("data.held_out needs (modality, organ) labels; medphantom_chest has "
+                     "only findings")
+  return medphantom_chest_builder(
+      image_size=data_cfg.image_size, num_examples=data_cfg.num_examples,
+      difficulty=data_cfg.difficulty, dataset_seed=data_cfg.dataset_seed, data_dir=data_dir)

@@ -1,0 +1,205 @@
+"""Reading and normalising arbitrary medical images to uint8[size, size, 1].
+
+Real sources come in every shape: 8-bit PNG/JPEG photographs of films, 16-bit PNG
+radiographs, int16 CT slices in Hounsfield units, uint16 MR, RGB ultrasound screen grabs,
+multi-frame DICOM. Every builder funnels them through `normalize_image`, so a dataset is
+always 1 channel, uint8 0..255, square and of the configured size:
+
+1. channels: RGB(A) -> luminance (ITU-R BT.601 weights), alpha dropped;
+2. intensity: uint8 and bool are kept as they are; every other dtype (int16 CT, uint16,
+   float) is windowed per image to its [0.5, 99.5] percentiles, so one hot pixel does
+   not crush the contrast, then mapped to 0..255;
+3. geometry: padded to a square with black (centred, so the aspect ratio is kept), then
+   resized with PIL's antialiased bilinear filter.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+PIL_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+DICOM_EXTENSIONS = (".dcm", ".dicom")
+NUMPY_EXTENSIONS = (".npy",)
+IMAGE_EXTENSIONS = PIL_EXTENSIONS + NUMPY_EXTENSIONS + DICOM_EXTENSIONS
+
+# Percentiles of the per-image intensity window for non-uint8 images.
+WINDOW_PERCENTILES = (0.5, 99.5)
+
+
+def _describe(source: str) -> str:
+  return f" ({source})" if source else ""
+
+
+def to_grayscale(pixels: np.ndarray, *, source: str = "") -> np.ndarray:
+  """Collapses the channel axis.
+
+  Args:
+    pixels: [H, W], [H, W, C] (C in 1..4) or channels-first [C, H, W] (C in 1, 3, 4).
+    source: file name used in error messages.
+
+  Returns:
+    [H, W] float64 for colour input (luminance), otherwise the input dtype.
+
+  Raises:
+    ValueError: naming `source` and the shape, for anything that is not a 2-D image.
+  """
+  pixels = np.asarray(pixels)
+  if pixels.ndim == 3 and pixels.shape[-1] not in (1, 2, 3, 4) and pixels.shape[0] in (1, 3, 4):
+    pixels = np.moveaxis(pixels, 0, -1)   # channels-first, as numpy dumps from torch are
+  if pixels.ndim == 2:
+    return pixels
+  if pixels.ndim != 3 or pixels.shape[-1] not in (1, 2, 3, 4):
+    raise ValueError(
+        f"Image{_describe(source)} has shape {pixels.shape}; expected [H, W], [H, W, C] "
+        "or [C, H, W] with C in 1..4 (one 2-D image, not a volume)")
+  channels = pixels.shape[-1]
+  if channels <= 2:                         # gray or gray + alpha
+    return pixels[..., 0]
+  rgb = pixels[..., :3].astype(np.float64)
+  return rgb @ np.array([0.299, 0.587, 0.114])
+
+
+def to_unit_range(pixels: np.ndarray) -> np.ndarray:
+  """Maps a 2-D image of any dtype to float32 in [0, 255] (see the module docstring).
+
+  Args:
+    pixels: [H, W] of any real dtype; bool and uint8 are kept as they are.
+
+  Returns:
+    float32[H, W] in [0, 255]; a constant image becomes all zeros.
+  """
+  if pixels.dtype == np.bool_:
+    return pixels.astype(np.float32) * 255.0
+  if pixels.dtype == np.uint8:
+    return pixels.astype(np.float32)
+  values = pixels.astype(np.float64)
+  finite = np.isfinite(values)
+  if not finite.any():
+    return np.zeros(values.shape, np.float32)
+  lo, hi = np.percentile(values[finite], WINDOW_PERCENTILES)
+  if hi <= lo:                              # nearly constant: fall back to the full range
+    lo, hi = values[finite].min(), values[finite].max()
+  if hi <= lo:
+    return np.zeros(values.shape, np.float32)
+  values = np.where(finite, values, lo)
+  return (np.clip((values - lo) / (hi - lo), 0.0, 1.0) * 255.0).astype(np.float32)
+
+
+def pad_to_square(image: np.ndarray) -> np.ndarray:
+  """Centres a [H, W] image on a black square canvas of side max(H, W)."""
+  h, w = image.shape
+  side = max(h, w)
+  top, left = (side - h) // 2, (side - w) // 2
+  return np.pad(image, ((top, side - h - top), (left, side - w - left)))
+
+
+def resize(image: np.ndarray, size: int) -> np.ndarray:
+  """Resizes a float32 [S, S] image to [size, size] (antialiased bilinear)."""
+  if image.shape == (size, size):
+    return image
+  pil = Image.fromarray(np.ascontiguousarray(image, np.float32))   # mode "F"
+  return np.asarray(pil.resize((size, size), Image.Resampling.BILINEAR), np.float32)
+
+
+def normalize_image(pixels: Any, size: int, *, source: str = "") -> np.ndarray:
+  """Any 2-D image -> uint8[size, size, 1] (see the module docstring).
+
+  Args:
+    pixels: array-like [H, W], [H, W, C] or [C, H, W]; any real dtype.
+    size: output side in pixels.
+    source: file name used in error messages.
+
+  Returns:
+    uint8[size, size, 1].
+  """
+  if size < 1:
+    raise ValueError(f"image size must be positive, got {size}")
+  pixels = np.asarray(pixels)
+  if pixels.dtype.kind not in "biuf":
+    raise ValueError(f"Image{_describe(source)} has dtype {pixels.dtype}; expected a real "
+                     "number or bool array")
+  if pixels.size == 0:
+    raise ValueError(f"Image{_describe(source)} is empty (shape {pixels.shape})")
+  gray = to_grayscale(pixels, source=source)
+  if gray.dtype == np.float64 and pixels.dtype == np.uint8:
+    gray = np.clip(np.round(gray), 0, 255).astype(np.uint8)   # luminance of 8-bit RGB
+  image = resize(pad_to_square(to_unit_range(gray)), size)
+  return np.clip(np.round(image), 0, 255).astype(np.uint8)[..., None]
+
+
+def read_dicom(path: str):
+  """Reads a DICOM file's header and pixels.
+
+  Returns:
+    (pixels, dataset): pixels [H, W] or [H, W, 3] in the stored dtype (the middle frame of
+    a multi-frame file; MONOCHROME1 inverted so that bright means dense everywhere),
+    dataset the pydicom Dataset.
+
+  Raises:
+    ValueError: naming the file, if it is not readable DICOM, has no pixel data, or its
+      pixels cannot be decoded (e.g. a compression whose decoder is not installed).
+  """
+  import pydicom   # pylint: disable=g-import-not-at-top  (only DICOM sources need it)
+  from pydicom import errors as dicom_errors   # pylint: disable=g-import-not-at-top
+  try:
+    ds = pydicom.dcmread(path)
+  except (dicom_errors.InvalidDicomError, OSError, EOFError, ValueError, KeyError) as e:
+    raise ValueError(f"DICOM file {path} is not readable: {type(e).__name__}: {e}") from e
+  if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
+    raise ValueError(
+        f"DICOM file {path} has no pixel data (tag PixelData (7FE0,0010) is missing; "
+        f"Modality {ds.get('Modality', '?')!r}); expected an image object")
+  try:
+    pixels = ds.pixel_array
+  except Exception as e:   # pylint: disable=broad-except  (decoders raise many kinds)
+    raise ValueError(
+        f"DICOM file {path}: pixel data cannot be decoded "
+        f"(transfer syntax {getattr(ds.file_meta, 'TransferSyntaxUID', '?')}): "
+        f"{type(e).__name__}: {e}") from e
+  frames = int(ds.get("NumberOfFrames", 1) or 1)
+  if frames > 1:
+    pixels = pixels[frames // 2]
+  pixels = np.asarray(pixels)
+  if pixels.dtype.byteorder == ">":
+    pixels = pixels.astype(pixels.dtype.newbyteorder("="))
+  if ds.get("PhotometricInterpretation", "") == "MONOCHROME1":
+    pixels = pixels.max() - pixels.astype(np.int64) + pixels.min()
+  return pixels, ds
+
+
+def read_image(path: str) -> np.ndarray:
+  """Reads the raw pixels of a PNG/JPEG/BMP/TIFF, .npy or DICOM file.
+
+  Returns:
+    The stored pixels ([H, W] or [H, W, C]) in their own dtype; 16-bit PNGs stay uint16.
+
+  Raises:
+    ValueError: naming the file, for an unsupported extension or unreadable content.
+  """
+  ext = os.path.splitext(path)[1].lower()
+  if ext in DICOM_EXTENSIONS:
+    return read_dicom(path)[0]
+  if ext in NUMPY_EXTENSIONS:
+    try:
+      return np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as e:
+      raise ValueError(f"{path} is not a readable .npy array: {e}") from e
+  if ext in PIL_EXTENSIONS:
+    try:
+      with Image.open(path) as img:
+        if img.mode in ("P", "PA", "CMYK", "YCbCr", "LAB", "HSV"):
+          img = img.convert("RGB")
+        return np.array(img)
+    except (OSError, ValueError, Image.DecompressionBombError) as e:
+      raise ValueError(f"{path} is not a readable image: {e}") from e
+  raise ValueError(f"{path}: unsupported image extension {ext!r}; expected one of "
+                   f"{list(IMAGE_EXTENSIONS)}")
+
+
+def load_image(path: str, size: int) -> np.ndarray:
+  """`read_image` then `normalize_image`: uint8[size, size, 1]."""
+  return normalize_image(read_image(path), size, source=path)
