@@ -23,6 +23,7 @@ import optax
 
 from dnh_jax.data.schema import MULTI, Schema
 from dnh_jax.losses import common
+from dnh_jax.losses import multilabel
 from dnh_jax.losses import pairs
 from dnh_jax.losses import pairwise
 from dnh_jax.losses import pointwise
@@ -169,6 +170,7 @@ LOSSES: dict[str, LossFn] = {
     "orthohash": _orthohash,
     "idhn": _idhn,
 }
+multilabel.register(LOSSES, DEFAULT_WEIGHTS)  # "jaccard"
 
 
 def classification_loss(logits: Mapping[str, jnp.ndarray], labels: Mapping[str, jnp.ndarray],

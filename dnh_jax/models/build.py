@@ -17,6 +17,7 @@ import ml_collections
 from dnh_jax.data.schema import Schema
 from dnh_jax.losses import pairs
 from dnh_jax.models import backbones
+from dnh_jax.models import fuzzy
 from dnh_jax.models import heads
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -65,11 +66,12 @@ def code_classes(model_cfg: ml_collections.ConfigDict, schema: Schema) -> int:
 
 
 def pre_hash_factory(model_cfg: ml_collections.ConfigDict) -> heads.PreHashFactory | None:
-  """The module inserted before each hash layer (None: plain dense -> tanh)."""
-  if model_cfg.fuzzy:
-    raise ValueError("model.fuzzy=True: this build has no fuzzy inference layer; "
-                     "set model.fuzzy=False")
-  return None
+  """The module inserted before each hash layer (None: plain dense -> tanh).
+
+  model.fuzzy=True inserts the fuzzy inference layer (`dnh_jax.models.fuzzy`); its state
+  is read with `fuzzy.fuzzy_states(model, variables, images)`.
+  """
+  return fuzzy.pre_hash_factory(model_cfg)
 
 
 def _class_sizes(schema: Schema) -> tuple[tuple[str, int], ...]:
