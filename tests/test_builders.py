@@ -179,6 +179,23 @@ def test_killed_build_leaves_only_an_incomplete_dir(tmp_path):
   assert len(arrays["id"]) == 20
 
 
+def test_losing_a_build_race_reads_the_winners_copy(tmp_path, monkeypatch):
+  cfg = data_cfg(num_examples=10, image_size=28)
+  winner = base.prepare(get_builder(cfg, str(tmp_path)))
+  loser = get_builder(cfg, str(tmp_path))
+  calls = []
+  monkeypatch.setattr(base, "is_prepared", lambda b: bool(calls) and b.data_path.exists())
+
+  def rename_fails(**kwargs):   # the final rename found the winner's directory in place
+    calls.append(kwargs)
+    raise OSError("Directory not empty")
+
+  monkeypatch.setattr(loser, "download_and_prepare", rename_fails)
+  got = base.prepare(loser)
+  assert calls and got.data_path == winner.data_path
+  assert got.info.splits[base.SPLIT].num_examples == 10
+
+
 # ----------------------------------------------------------------------- MedMNIST
 
 def write_medmnist(path, n=(6, 3, 4), size=28, classes=4, rgb=False, multilabel=False,
