@@ -234,21 +234,6 @@ def evaluate(encoder, state, splits, query: str, gallery: str, *, config, mesh,
 
 # ----------------------------------------------------------------------------- main loop
 
-def code_segments(model_cfg, schema) -> tuple[int, ...]:
-  """Sub-code lengths in bits for structured / independent heads, () for a flat code."""
-  if model_cfg.head == "flat":
-    return ()
-  if model_cfg.segments:
-    segments = tuple(int(s) for s in model_cfg.segments)
-  else:
-    n = len(schema.names)
-    segments = tuple(model_cfg.bits // n + (i < model_cfg.bits % n) for i in range(n))
-  if sum(segments) != model_cfg.bits or len(segments) != len(schema.names):
-    raise ValueError(f"model.segments={segments} must give one length per characteristic "
-                     f"{list(schema.names)} summing to model.bits={model_cfg.bits}")
-  return segments
-
-
 def _format_eta(seconds: float) -> str:
   seconds = int(max(seconds, 0))
   return f"{seconds // 3600}h{seconds // 60 % 60:02d}m" if seconds >= 3600 else (
@@ -290,7 +275,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     data_lib.write_manifest(splits, os.path.join(workdir, "split_manifest.json"))
   schema: schema_lib.Schema = splits.schema
   model = models_lib.build_model(config.model, schema)
-  segments = code_segments(config.model, schema)
+  segments = () if config.model.head == "flat" else models_lib.segments(config.model, schema)
   loss_fn = losses_lib.get_loss(config.loss)
   tx = make_optimizer(tc)
   root_key = jax.random.key(config.seed)

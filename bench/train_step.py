@@ -1,0 +1,147 @@
+"""Train-step throughput: our jitted JAX step vs the same network and loss in PyTorch.
+
+Both sides: batch 64 of 64x64x1 images, DPSH loss (eta 0.1) on a 16-bit tanh code, Adam,
+the same architecture (AlexNet-style of the published work, or ResNet-18), float32, the
+same CPU threads, measured in the same process run. Prints examples/s and the ratio
+JAX / PyTorch (target >= 1.0).
+
+  pip install -r requirements-bench.txt
+  python bench/train_step.py [--steps 20] [--models alexnet,resnet18] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def jax_examples_per_sec(backbone: str, batch: int, size: int, steps: int) -> float:
+  import jax
+  import numpy as np
+  from dnh_jax import config_lib, losses, models, parallel, train
+  from dnh_jax.data import schema as schema_lib
+
+  config = config_lib.base_config()
+  config.model.backbone, config.model.bits, config.model.classifier = backbone, 16, False
+  config.loss.name, config.train.learning_rate, config.train.grad_clip = "dpsh", 1e-4, 0.0
+  config.train.schedule, config.train.warmup_steps = "constant", 0
+  schema = schema_lib.multi_characteristic_schema()
+  model = models.build_model(config.model, schema)
+  loss_fn = losses.get_loss(config.loss)
+  tx = train.make_optimizer(config.train)
+  mesh = parallel.make_mesh(1)
+  state, shardings = train.create_train_state(model, loss_fn, tx, mesh, (size, size, 1),
+                                              jax.random.key(0))
+  step = train.make_train_step(shardings, mesh, model=model, loss_fn=loss_fn, tx=tx,
+                               loss_cfg=config.loss, schema=schema,
+                               base_key=jax.random.key(1))
+  rng = np.random.default_rng(0)
+  batch_np = {"image": rng.random((batch, size, size, 1), np.float32)}
+  for c in schema.characteristics:
+    batch_np[c.name] = rng.integers(0, 3, batch).astype(np.int32)
+  data = parallel.global_batch(batch_np, mesh)
+  for _ in range(3):
+    state, metrics = step(state, data)
+  jax.block_until_ready(metrics)
+  t0 = time.perf_counter()
+  for _ in range(steps):
+    state, metrics = step(state, data)
+  jax.block_until_ready((state, metrics))
+  return steps * batch / (time.perf_counter() - t0)
+
+
+def torch_model(backbone: str, bits: int):
+  import torch
+  from torch import nn
+
+  if backbone == "alexnet":  # the 48..127 px stem of dnh_jax.models.backbones.AlexNet
+    trunk = nn.Sequential(
+        nn.Conv2d(1, 64, 5, 2, 2), nn.ReLU(), nn.MaxPool2d(3, 2),
+        nn.Conv2d(64, 192, 5, 1, 2), nn.ReLU(), nn.MaxPool2d(3, 2),
+        nn.Conv2d(192, 384, 3, 1, 1), nn.ReLU(), nn.Conv2d(384, 256, 3, 1, 1), nn.ReLU(),
+        nn.Conv2d(256, 256, 3, 1, 1), nn.ReLU(), nn.MaxPool2d(3, 2), nn.Flatten(),
+        nn.Dropout(0.5), nn.LazyLinear(4096), nn.ReLU(), nn.Dropout(0.5),
+        nn.Linear(4096, 4096), nn.ReLU())
+  elif backbone == "resnet18":  # 48..127 px stem: 3x3 conv + 3x3/2 max-pool
+    def block(cin, cout, stride):
+      body = nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout),
+                           nn.ReLU(), nn.Conv2d(cout, cout, 3, 1, 1, bias=False),
+                           nn.BatchNorm2d(cout))
+      proj = (nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+              if stride != 1 or cin != cout else nn.Identity())
+
+      class Block(nn.Module):
+        def __init__(self):
+          super().__init__()
+          self.body, self.proj = body, proj
+
+        def forward(self, x):
+          return torch.relu(self.body(x) + self.proj(x))
+      return Block()
+    layers = [nn.Conv2d(1, 64, 3, 1, 1, bias=False), nn.BatchNorm2d(64), nn.ReLU(),
+              nn.MaxPool2d(3, 2, 1)]
+    cin = 64
+    for i, width in enumerate((64, 128, 256, 512)):
+      for j in range(2):
+        layers.append(block(cin, width, 2 if i > 0 and j == 0 else 1))
+        cin = width
+    trunk = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
+  else:
+    raise ValueError(f"--models: {backbone!r} not in ['alexnet', 'resnet18']")
+  return nn.Sequential(trunk, nn.LazyLinear(bits), nn.Tanh())
+
+
+def torch_examples_per_sec(backbone: str, batch: int, size: int, steps: int,
+                           threads: int) -> float:
+  import torch
+  torch.set_num_threads(threads)
+  torch.manual_seed(0)
+  model = torch_model(backbone, 16)
+  images = torch.rand(batch, 1, size, size)
+  labels = torch.randint(0, 3, (batch, 3))
+  model(images)  # materialise lazy layers
+  opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+  mask = ~torch.eye(batch, dtype=torch.bool)
+
+  def step():
+    h = model(images)
+    s = (labels[:, None, :] == labels[None, :, :]).all(-1).float()
+    theta = 0.5 * h @ h.T
+    nll = (torch.nn.functional.softplus(theta) - s * theta)[mask].mean()
+    loss = nll + 0.1 * (h - torch.where(h >= 0, 1.0, -1.0)).pow(2).mean()
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return loss
+
+  for _ in range(3):
+    step()
+  t0 = time.perf_counter()
+  for _ in range(steps):
+    step()
+  return steps * batch / (time.perf_counter() - t0)
+
+
+def main():
+  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p.add_argument("--steps", type=int, default=20)
+  p.add_argument("--batch", type=int, default=64)
+  p.add_argument("--size", type=int, default=64)
+  p.add_argument("--models", default="alexnet,resnet18")
+  p.add_argument("--threads", type=int, default=os.cpu_count())
+  args = p.parse_args()
+  print(f"train step, batch {args.batch}, {args.size}x{args.size}x1, DPSH 16 bits, "
+        f"{args.threads} threads, {args.steps} timed steps")
+  print(f"{'model':<10}{'JAX ex/s':>12}{'PyTorch ex/s':>14}{'JAX/PyTorch':>13}")
+  for backbone in args.models.split(","):
+    j = jax_examples_per_sec(backbone, args.batch, args.size, args.steps)
+    t = torch_examples_per_sec(backbone, args.batch, args.size, args.steps, args.threads)
+    print(f"{backbone:<10}{j:>12.1f}{t:>14.1f}{j / t:>12.2f}x", flush=True)
+
+
+if __name__ == "__main__":
+  main()
