@@ -24,9 +24,11 @@ import optax
 from dnh_jax.data.schema import MULTI, Schema
 from dnh_jax.losses import common
 from dnh_jax.losses import multilabel
+from dnh_jax.losses import ophash
 from dnh_jax.losses import pairs
 from dnh_jax.losses import pairwise
 from dnh_jax.losses import pointwise
+from dnh_jax.losses import structured
 
 Metrics = dict[str, jnp.ndarray]
 LossFn = Callable[..., tuple[jnp.ndarray, Metrics]]
@@ -171,6 +173,8 @@ LOSSES: dict[str, LossFn] = {
     "idhn": _idhn,
 }
 multilabel.register(LOSSES, DEFAULT_WEIGHTS)  # "jaccard"
+ophash.register(LOSSES, DEFAULT_WEIGHTS)  # "ophash"
+structured.register(LOSSES, DEFAULT_WEIGHTS)  # "structured", "structured_<base>"
 
 
 def classification_loss(logits: Mapping[str, jnp.ndarray], labels: Mapping[str, jnp.ndarray],
@@ -239,8 +243,10 @@ def get_loss(cfg: ml_collections.ConfigDict, schema: Schema | None = None) -> Lo
   validate(cfg, schema)
   core = LOSSES[cfg.name]
 
-  def loss_fn(outputs, labels, *, cfg, schema, step, key):
-    main, metrics = core(outputs, labels, cfg=cfg, schema=schema, step=step, key=key)
+  def loss_fn(outputs, labels, *, cfg, schema, step, key, **params):
+    # params: the loss's own trained parameters (params=...), for losses with init_params.
+    main, metrics = core(outputs, labels, cfg=cfg, schema=schema, step=step, key=key,
+                         **params)
     metrics = {**metrics, f"loss/{cfg.name}": main}
     total = main
     if float(cfg.classification) > 0:
@@ -257,4 +263,6 @@ def get_loss(cfg: ml_collections.ConfigDict, schema: Schema | None = None) -> Lo
     metrics["loss"] = total
     return total, metrics
 
+  if hasattr(core, "init_params"):  # e.g. OPHash's pair discriminator
+    loss_fn.init_params = lambda key, outputs: core.init_params(key, outputs, cfg=cfg)
   return loss_fn
