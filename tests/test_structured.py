@@ -1,0 +1,136 @@
+"""Structured codes: the sub-code + whole-code loss against a NumPy reference, its
+configuration, and preferential retrieval orderings on hand-made codes."""
+
+import importlib.util
+import os
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from dnh_jax import config_lib
+from dnh_jax import losses
+from dnh_jax.data import schema as schema_lib
+from dnh_jax.losses import structured
+
+SCHEMA = schema_lib.multi_characteristic_schema()
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Eight images: (modality, organ, disease) ids with agreements on every characteristic.
+LABELS = {"modality": np.array([1, 1, 1, 3, 3, 2, 2, 0], np.int32),
+          "organ": np.array([0, 0, 0, 1, 1, 2, 2, 2], np.int32),
+          "disease": np.array([0, 0, 1, 3, 4, 6, 7, 6], np.int32)}
+SEGMENTS = {"modality": 4, "organ": 6, "disease": 8}
+
+
+def _config(arg=None):
+  spec = importlib.util.spec_from_file_location("structured_cfg",
+                                                os.path.join(ROOT, "configs", "structured.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg)
+
+
+def _np_dch(h, s, gamma, lam):
+  """DCH by hand: class-balanced Cauchy cross-entropy + Cauchy quantization."""
+  h = h.astype(np.float64)
+  n, k = h.shape
+  u = h / np.linalg.norm(h, axis=1, keepdims=True)
+  d = np.maximum(0.5 * k * (1 - u @ u.T), 0.0)
+  off = ~np.eye(n, dtype=bool)
+  total, similar = off.sum(), (s * off).sum()
+  w = np.where(s > 0.5, total / max(similar, 1), total / max(total - similar, 1))
+  p = gamma / (gamma + d)
+  with np.errstate(divide="ignore", invalid="ignore"):
+    ce = -(s * np.log(p) + (1 - s) * np.log(1 - p + 1e-300))
+  pair = (w * ce)[off].mean()
+  a = np.abs(h)
+  cos_one = a.sum(1) / (np.linalg.norm(a, axis=1) * np.sqrt(k))
+  d_q = np.maximum(0.5 * k * (1 - cos_one), 0.0)
+  return pair + lam * np.log1p(d_q / gamma).mean()
+
+
+def _outputs(seed=0):
+  rng = np.random.default_rng(seed)
+  sub = {c: np.tanh(rng.normal(size=(8, b))).astype(np.float32) for c, b in SEGMENTS.items()}
+  codes = np.concatenate([sub[c] for c in SCHEMA.names], axis=1)
+  return sub, codes
+
+
+def test_structured_loss_matches_numpy():
+  sub, codes = _outputs()
+  cfg = ml_collections.ConfigDict({"name": "structured", "similarity": "all",
+                                   "weights": {"subcode": 0.7, "whole": 0.4, "gamma": 5.0}})
+  outputs = {"codes": jnp.asarray(codes),
+             "subcodes": {c: jnp.asarray(v) for c, v in sub.items()}}
+  labels = {k: jnp.asarray(v) for k, v in LABELS.items()}
+  loss, metrics = losses.LOSSES["structured"](outputs, labels, cfg=cfg, schema=SCHEMA,
+                                              step=0, key=jax.random.key(0))
+  per_char = []
+  for c in SCHEMA.names:
+    s = (LABELS[c][:, None] == LABELS[c][None, :]).astype(float)
+    want = _np_dch(sub[c], s, 5.0, 0.1)
+    np.testing.assert_allclose(metrics[f"structured/subcode_{c}"], want, rtol=2e-4)
+    per_char.append(want)
+    b = np.where(sub[c] >= 0, 1, -1)
+    ham = (b[:, None] != b[None, :]).sum(-1)
+    off = ~np.eye(8, dtype=bool)
+    np.testing.assert_allclose(metrics[f"dist/{c}_same"], ham[off & (s > 0)].mean(),
+                               rtol=1e-6)
+    np.testing.assert_allclose(metrics[f"dist/{c}_other"], ham[off & (s == 0)].mean(),
+                               rtol=1e-6)
+  s_all = np.ones((8, 8))
+  for c in SCHEMA.names:
+    s_all *= LABELS[c][:, None] == LABELS[c][None, :]
+  whole = _np_dch(codes, s_all, 5.0, 0.1)
+  np.testing.assert_allclose(metrics["structured/whole"], whole, rtol=2e-4)
+  np.testing.assert_allclose(loss, 0.7 * np.mean(per_char) + 0.4 * whole, rtol=2e-4)
+
+
+def test_flat_code_needs_subcode_weight_zero():
+  _, codes = _outputs(1)
+  labels = {k: jnp.asarray(v) for k, v in LABELS.items()}
+  kw = dict(schema=SCHEMA, step=0, key=jax.random.key(0))
+  cfg = ml_collections.ConfigDict({"name": "structured_dpsh", "similarity": "all",
+                                   "weights": {"eta": 0.2}})
+  with pytest.raises(ValueError, match="model.head='structured'"):
+    losses.LOSSES["structured_dpsh"]({"codes": jnp.asarray(codes)}, labels, cfg=cfg, **kw)
+  cfg.weights.subcode = 0.0
+  loss, metrics = losses.LOSSES["structured_dpsh"]({"codes": jnp.asarray(codes)}, labels,
+                                                   cfg=cfg, **kw)
+  assert set(metrics) == {"structured/whole"}
+  want = losses.LOSSES["dpsh"]({"codes": jnp.asarray(codes)}, labels,
+                               cfg=ml_collections.ConfigDict(
+                                   {"name": "dpsh", "similarity": "all",
+                                    "weights": {"eta": 0.2}}), **kw)[0]
+  np.testing.assert_allclose(loss, want, rtol=1e-6)
+
+
+def test_weights_are_checked():
+  cfg = config_lib.base_config().loss
+  cfg.name = "structured"
+  cfg.weights = ml_collections.ConfigDict({"subcodes": 1.0})
+  with pytest.raises(ValueError, match="unknown keys.*subcodes"):
+    losses.get_loss(cfg, SCHEMA)
+  cfg.weights = ml_collections.ConfigDict({"whole": -1.0})
+  outputs = {"codes": jnp.zeros((2, 4)), "subcodes": {}}
+  with pytest.raises(ValueError, match="whole=-1.0 must be >= 0"):
+    losses.get_loss(cfg, SCHEMA)(outputs, {k: jnp.asarray(v[:2]) for k, v in LABELS.items()},
+                                 cfg=cfg, schema=SCHEMA, step=0, key=jax.random.key(0))
+
+
+def test_config_arguments():
+  c = _config("segments=8+16+24,pair_loss=dpsh,subcode=2.0")
+  assert c.model.head == "structured" and c.model.bits == 48
+  assert tuple(c.model.segments) == (8, 16, 24)
+  assert c.loss.name == "structured_dpsh" and c.loss.weights.subcode == 2.0
+  assert "modality>organ>disease" in c.eval.preferences
+  losses.get_loss(c.loss, SCHEMA)  # the weights resolve against the registry
+  flat = _config("head=flat")
+  assert flat.model.head == "flat" and flat.model.bits == 48 and not flat.model.segments
+  assert flat.loss.weights.subcode == 0.0
+  with pytest.raises(config_lib.ConfigArgError, match="segments='16\\+16'"):
+    _config("segments=16+16")
+  with pytest.raises(config_lib.ConfigArgError, match="pair_loss"):
+    _config("pair_loss=cauchy")
