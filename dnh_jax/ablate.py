@@ -14,7 +14,11 @@ evaluated by `train.train_and_evaluate` in its own workdir. The cells are
   config file (`file.py:args`) - e.g. a method against its baselines, or one term off at a
   time, which a grid cannot express without running every combination;
 * `--base=quick`: arguments every cell starts from (later arguments override earlier);
-* `--seeds=0,1,2`: repeats each cell with config.seed set; the tables give mean and std.
+* `--seeds=0,1,2`: repeats each cell with config.seed set; the tables give mean and std;
+* `--set='eval.relevance=organ_disease;train.steps=1500'`: config fields set in every
+  cell after get_config (Python literals, else strings), e.g. to evaluate a baseline's
+  config with the method's relevance rule. They are part of each cell's identity (a hash
+  of them ends the folder name), so a changed --set never reuses old results.
 
 Every cell is checked (config loaded, arguments parsed) before the first one runs, so a
 typo fails in a second, not after an hour. A cell whose workdir holds results.json is done
@@ -32,9 +36,11 @@ tabulated too. Higher is better, except for metrics matching `--lower_is_better`
 
 from __future__ import annotations
 
+import ast
 import csv
 import dataclasses
 import fnmatch
+import hashlib
 import importlib.util
 import io
 import itertools
@@ -57,6 +63,7 @@ _CONFIG = flags.DEFINE_string("config", None, "Config file, e.g. configs/ophash.
 _SWEEP = flags.DEFINE_string("sweep", "", "Grid: 'key=v1,v2;key2=v3,v4' (product of axes).")
 _VARIANTS = flags.DEFINE_string("variants", "", "Alternatives: 'base;key=v;file.py:key=v'.")
 _BASE = flags.DEFINE_string("base", "", "Config arguments every cell starts from, e.g. quick.")
+_SET = flags.DEFINE_string("set", "", "Config overrides for every cell: 'a.b=1;c.d=text'.")
 _SEEDS = flags.DEFINE_string("seeds", "", "Comma-separated seeds (default: the config's).")
 _METRICS = flags.DEFINE_string(
     "metrics", "test/mAP@10,test/mAP@100,test/mAP@1000,test/nDCG@10,test/nDCG@100,"
@@ -83,12 +90,14 @@ class Cell:
     arg: the config argument string passed to get_config.
     labels: (column, value) pairs naming the cell in the tables (variant, swept keys).
     seed: config.seed override, or None for the config's own.
+    overrides: (dotted field, value) pairs set after get_config (`parse_overrides`).
   """
 
   config_file: str
   arg: str
   labels: tuple[tuple[str, str], ...]
   seed: int | None = None
+  overrides: tuple[tuple[str, Any], ...] = ()
 
   @property
   def name(self) -> str:
@@ -97,6 +106,8 @@ class Cell:
     text = stem + ("-" + self.arg if self.arg else "")
     if self.seed is not None:
       text += f"-seed={self.seed}"
+    if self.overrides:
+      text += "-set=" + hashlib.sha1(repr(self.overrides).encode()).hexdigest()[:8]
     return re.sub(r"[^A-Za-z0-9_.,=+-]", "_", text)
 
   @property
@@ -153,13 +164,51 @@ def parse_variants(text: str, default_file: str | None) -> list[tuple[str, str, 
   return out
 
 
+def parse_overrides(text: str) -> tuple[tuple[str, Any], ...]:
+  """'eval.relevance=organ_disease;train.steps=1500' -> (("eval.relevance", "organ_disease"),
+  ("train.steps", 1500)). Values are Python literals where they parse, else strings.
+
+  Raises:
+    ValueError: an item without '=' or with an empty field name.
+  """
+  out = []
+  for item in filter(None, (p.strip() for p in text.split(";"))):
+    path, sep, value = item.partition("=")
+    if not sep or not path.strip():
+      raise ValueError(f"--set item {item!r}: expected field.path=value")
+    try:
+      parsed = ast.literal_eval(value.strip())
+    except (ValueError, SyntaxError):
+      parsed = value.strip()
+    out.append((path.strip(), parsed))
+  return tuple(out)
+
+
+def apply_overrides(config, overrides: Sequence[tuple[str, Any]]):
+  """Sets each dotted field of `config`; raises naming a field that does not exist."""
+  for path, value in overrides:
+    *parents, leaf = path.split(".")
+    node = config
+    for i, part in enumerate(parents):
+      if part not in node:
+        raise ValueError(f"--set {path}: config has no field {'.'.join(parents[:i + 1])!r}")
+      node = node[part]
+    if leaf not in node:
+      raise ValueError(f"--set {path}: no field {leaf!r} in "
+                       f"{'.'.join(parents) or 'the config'}; it has {sorted(node.keys())}")
+    try:
+      node[leaf] = value
+    except (TypeError, ValueError) as e:
+      raise ValueError(f"--set {path}={value!r}: {e}") from None
+
+
 def join_args(*args: str) -> str:
   """Comma-joins non-empty config argument strings (later ones override earlier)."""
   return ",".join(a for a in args if a)
 
 
 def make_cells(config: str | None, sweep: str = "", variants: str = "", base: str = "",
-               seeds: Sequence[int] = ()) -> list[Cell]:
+               seeds: Sequence[int] = (), overrides: str = "") -> list[Cell]:
   """The cells of variants x grid x seeds, in table order.
 
   Args:
@@ -168,11 +217,13 @@ def make_cells(config: str | None, sweep: str = "", variants: str = "", base: st
     variants: the alternatives (`parse_variants`).
     base: arguments every cell starts from.
     seeds: seeds to repeat each cell with (empty: the config's seed).
+    overrides: config fields set in every cell (`parse_overrides`).
 
   Returns:
     The cells; their names are unique.
   """
   axes = parse_sweep(sweep)
+  sets = parse_overrides(overrides)
   alts = parse_variants(variants, config)
   many_variants = len(alts) > 1
   cells = []
@@ -181,7 +232,7 @@ def make_cells(config: str | None, sweep: str = "", variants: str = "", base: st
     labels = ((("variant", label),) if many_variants else ()) + tuple(point)
     cell_arg = join_args(base, arg, *[f"{k}={v}" for k, v in point])
     for seed in (list(seeds) or [None]):
-      cells.append(Cell(file, cell_arg, labels, seed))
+      cells.append(Cell(file, cell_arg, labels, seed, sets))
   names = [c.name for c in cells]
   dupes = sorted({n for n in names if names.count(n) > 1})
   if dupes:
@@ -203,10 +254,11 @@ def load_config_fn(path: str) -> Callable[[str | None], Any]:
 
 
 def build_config(cell: Cell, loaders: dict[str, Callable]):
-  """The cell's config (seed applied), locked like the command-line entry point's."""
+  """The cell's config (overrides and seed applied), locked like the entry point's."""
   if cell.config_file not in loaders:
     loaders[cell.config_file] = load_config_fn(cell.config_file)
   config = loaders[cell.config_file](cell.arg or None)
+  apply_overrides(config, cell.overrides)
   if cell.seed is not None:
     config.seed = int(cell.seed)
   config.lock()
@@ -419,7 +471,8 @@ def run_ablation(cells: Sequence[Cell], workdir: str, *, metrics: Sequence[str],
   os.makedirs(workdir, exist_ok=True)
   atomic_write_json(os.path.join(workdir, "cells.json"),
                     [{"name": c.name, "config": c.config_file, "arg": c.arg,
-                      "seed": c.seed, "labels": dict(c.labels)} for c in cells])
+                      "seed": c.seed, "labels": dict(c.labels),
+                      "set": {k: repr(v) for k, v in c.overrides}} for c in cells])
   status = {c.name: ("done" if os.path.exists(os.path.join(workdir, c.name, RESULTS))
                      else "pending") for c in cells}
   todo = [c for c in cells if status[c.name] == "pending"]
@@ -476,7 +529,8 @@ def main(argv):
   except ValueError:
     raise app.UsageError(f"--seeds={_SEEDS.value!r}: expected integers like 0,1,2") from None
   try:
-    cells = make_cells(_CONFIG.value, _SWEEP.value, _VARIANTS.value, _BASE.value, seeds)
+    cells = make_cells(_CONFIG.value, _SWEEP.value, _VARIANTS.value, _BASE.value, seeds,
+                       _SET.value)
   except ValueError as e:
     raise app.UsageError(str(e)) from None
   workdir = _WORKDIR.value or default_workdir(_CONFIG.value, _VARIANTS.value)

@@ -52,7 +52,7 @@ def _fake_train(scores, calls, fail=()):
 
   def train(config, workdir):
     calls.append(os.path.basename(workdir))
-    key = (config.model.bits, config.loss.weights.relational > 0)
+    key = (config.model.bits, config.loss.weights.get("relational", 0.5) > 0)
     if key in fail:
       raise RuntimeError("diverged")
     os.makedirs(os.path.join(workdir, "logs"), exist_ok=True)
@@ -117,3 +117,27 @@ def test_seeds_are_averaged(tmp_path):
   assert "0.6000 ± 0.1414" in md
   rows = list(csv.DictReader(io.StringIO((tmp_path / "ablation.csv").read_text())))
   assert rows[0]["test/mAP@100_n"] == "2"
+
+
+def test_overrides_reach_the_config_and_the_cell_identity(tmp_path):
+  seen = []
+
+  def train(config, workdir):
+    seen.append((config.eval.relevance, config.train.steps, tuple(config.eval.ks)))
+    return _fake_train({(16, True): (0.5, 0.5)}, [])(config, workdir)
+
+  sets = "eval.relevance=organ_disease;train.steps=7;eval.ks=(10, 50)"
+  cells = ablate.make_cells(BASELINE, "", base="quick", overrides=sets)
+  assert cells[0].name.startswith("baseline-quick-set=")
+  other = ablate.make_cells(BASELINE, "", base="quick", overrides="train.steps=8")
+  assert other[0].name != cells[0].name
+  ablate.run_ablation(cells, str(tmp_path), metrics=["test/*"], log=lambda _: None,
+                      train_fn=train)
+  assert seen == [("organ_disease", 7, (10, 50))]
+  for bad, message in (("train.stepz=3", "no field 'stepz' in train"),
+                       ("trian.steps=3", "no field 'trian'"),
+                       ("train.steps=many", "train.steps='many'")):
+    with pytest.raises(ValueError, match=message):
+      ablate.run_ablation(ablate.make_cells(BASELINE, "", overrides=bad), str(tmp_path),
+                          metrics=["test/*"], train_fn=train, log=lambda _: None)
+
