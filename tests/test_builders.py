@@ -88,6 +88,13 @@ def test_medphantom_examples_are_independent_of_count(tmp_path):
   np.testing.assert_array_equal(small["image"], large["image"][:15])
 
 
+def test_parallel_rendering_gives_identical_examples(tmp_path):
+  builder = get_builder(data_cfg(num_examples=6, image_size=28), str(tmp_path))
+  serial = list(medphantom.render_all(medphantom._render_single, builder.params, 1))
+  parallel = list(medphantom.render_all(medphantom._render_single, builder.params, 2))
+  np.testing.assert_array_equal(np.stack(serial), np.stack(parallel))
+
+
 def test_combination_parsing():
   assert len(medphantom.parse_combinations("published")) == 15
   assert len(medphantom.parse_combinations("all")) == 5 * 15

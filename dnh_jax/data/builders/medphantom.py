@@ -14,7 +14,9 @@ whatever the order or the number of workers rendering it.
 
 from __future__ import annotations
 
+import concurrent.futures
 import glob
+import multiprocessing
 import os
 from typing import Any, Iterator, Sequence
 
@@ -123,24 +125,65 @@ def _check_common(image_size: int, num_examples: int, difficulty: float, dataset
     raise ValueError(f"data.dataset_seed={dataset_seed}: expected a non-negative integer")
 
 
+def _render_single(args) -> np.ndarray:
+  """Example `index` of a single-label collection (a pure function of its arguments)."""
+  params, index = args
+  modality, organ, disease = params["combinations"][index % len(params["combinations"])]
+  seed = int(example_rng(params["dataset_seed"], index).integers(2**31))
+  return _phantom().render(modality, organ, disease, size=params["image_size"], seed=seed,
+                           difficulty=params["difficulty"])
+
+
+def _render_chest(args) -> tuple[tuple[str, ...], np.ndarray]:
+  """Example `index` of the chest collection: (findings, image)."""
+  params, index = args
+  rng = example_rng(params["dataset_seed"], index)
+  phantom = _phantom()
+  findings = tuple(phantom.sample_chest_findings(rng))
+  seed = int(rng.integers(2**31))
+  return findings, phantom.render_chest_multilabel(
+      findings, size=params["image_size"], seed=seed, difficulty=params["difficulty"])
+
+
+# Collections at least this large render in worker processes (one per core, at most 8).
+PARALLEL_MIN_EXAMPLES = 2000
+
+
+def render_all(fn, params: dict, num_workers: int | None = None) -> Iterator:
+  """fn((params, i)) for i in range(num_examples), in order.
+
+  Every example is a pure function of (params, i), so the output is identical whatever
+  `num_workers` is. None picks one worker per core (at most 8) for collections of at
+  least PARALLEL_MIN_EXAMPLES, else renders in this process. Workers are spawned, not
+  forked: the caller may hold JAX's threads.
+  """
+  n = params["num_examples"]
+  if num_workers is None:
+    num_workers = min(os.cpu_count() or 1, 8) if n >= PARALLEL_MIN_EXAMPLES else 1
+  items = ((params, i) for i in range(n))
+  if num_workers <= 1:
+    yield from map(fn, items)
+    return
+  context = multiprocessing.get_context("spawn")
+  with concurrent.futures.ProcessPoolExecutor(num_workers, mp_context=context) as pool:
+    yield from pool.map(fn, items, chunksize=64)
+
+
 class MedPhantom(base.DnhBuilder, skip_registration=True):
   """MedPhantom single-label (modality, organ, disease) collection."""
 
   name = "dnh_medphantom"
+  num_workers: int | None = None   # see render_all; does not change the examples
 
   def schema(self) -> schema_lib.Schema:
     return schema_lib.multi_characteristic_schema()
 
   def _examples(self) -> Iterator[dict[str, Any]]:
     p = self.params
-    phantom = _phantom()
     s = self.schema()
     combos = [tuple(c) for c in p["combinations"]]
-    for i in range(p["num_examples"]):
+    for i, image in enumerate(render_all(_render_single, p, self.num_workers)):
       modality, organ, disease = combos[i % len(combos)]   # balanced over combinations
-      seed = int(example_rng(p["dataset_seed"], i).integers(2**31))
-      image = phantom.render(modality, organ, disease, size=p["image_size"], seed=seed,
-                             difficulty=p["difficulty"])
       yield {"image": np.asarray(image, np.uint8), "id": np.int64(i), "group": np.int64(i),
              **s.encode({"modality": modality, "organ": organ, "disease": disease})}
 
@@ -149,20 +192,15 @@ class MedPhantomChest(base.DnhBuilder, skip_registration=True):
   """MedPhantom multi-label chest X-ray collection (13 ChestX-ray14 findings)."""
 
   name = "dnh_medphantom_chest"
+  num_workers: int | None = None
 
   def schema(self) -> schema_lib.Schema:
     return schema_lib.chest_multilabel_schema()
 
   def _examples(self) -> Iterator[dict[str, Any]]:
-    p = self.params
-    phantom = _phantom()
     findings_char = self.schema()["findings"]
-    for i in range(p["num_examples"]):
-      rng = example_rng(p["dataset_seed"], i)
-      findings = tuple(phantom.sample_chest_findings(rng))
-      seed = int(rng.integers(2**31))
-      image = phantom.render_chest_multilabel(findings, size=p["image_size"], seed=seed,
-                                              difficulty=p["difficulty"])
+    for i, (findings, image) in enumerate(render_all(_render_chest, self.params,
+                                                     self.num_workers)):
       yield {"image": np.asarray(image, np.uint8), "id": np.int64(i), "group": np.int64(i),
              "findings": findings_char.encode(findings)}
 
