@@ -22,11 +22,12 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from dnh_jax import config_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
-from dnh_jax.data import load_splits  # pylint: disable=g-import-not-at-top,wrong-import-position
-from dnh_jax.data import phantom  # pylint: disable=g-import-not-at-top,wrong-import-position
-from dnh_jax.data.builders import base  # pylint: disable=g-import-not-at-top,wrong-import-position
-from dnh_jax.data.builders import get_builder  # pylint: disable=g-import-not-at-top,wrong-import-position
+# pylint: disable=g-import-not-at-top,wrong-import-position  (after the sys.path line)
+from dnh_jax import config_lib
+from dnh_jax.data import load_splits
+from dnh_jax.data import phantom
+from dnh_jax.data.builders import base
+from dnh_jax.data.builders import get_builder
 
 
 def main():

@@ -90,8 +90,9 @@ def test_medphantom_examples_are_independent_of_count(tmp_path):
 
 def test_parallel_rendering_gives_identical_examples(tmp_path):
   builder = get_builder(data_cfg(num_examples=6, image_size=28), str(tmp_path))
-  serial = list(medphantom.render_all(medphantom._render_single, builder.params, 1))
-  parallel = list(medphantom.render_all(medphantom._render_single, builder.params, 2))
+  items = [(builder.params, i) for i in range(6)]
+  serial = list(base.parallel_map(medphantom._render_single, items, 1))
+  parallel = list(base.parallel_map(medphantom._render_single, items, 2))
   np.testing.assert_array_equal(np.stack(serial), np.stack(parallel))
 
 

@@ -21,12 +21,14 @@ directory exists. `prepare` additionally checks the example count it was promise
 from __future__ import annotations
 
 import abc
+import concurrent.futures
 import dataclasses
 import hashlib
 import json
 import logging
+import multiprocessing
 import os
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -66,6 +68,31 @@ def files_fingerprint(paths: Iterable[str], root: str) -> str:
   return h.hexdigest()
 
 
+# Builds of at least this many examples run their per-example work in worker processes.
+PARALLEL_MIN_EXAMPLES = 2000
+
+
+def parallel_map(fn: Callable, items: Sequence, num_workers: int | None = None) -> Iterator:
+  """fn(item) for every item, in order, optionally in worker processes.
+
+  Args:
+    fn: a module-level (picklable) pure function: its result must not depend on which
+      process runs it, so the output is identical for every `num_workers`.
+    items: picklable arguments.
+    num_workers: None picks one worker per core (at most 8) when there are at least
+      PARALLEL_MIN_EXAMPLES items, else works in this process. Workers are spawned, not
+      forked, because the caller may hold JAX's threads.
+  """
+  if num_workers is None:
+    num_workers = min(os.cpu_count() or 1, 8) if len(items) >= PARALLEL_MIN_EXAMPLES else 1
+  if num_workers <= 1:
+    yield from map(fn, items)
+    return
+  context = multiprocessing.get_context("spawn")
+  with concurrent.futures.ProcessPoolExecutor(num_workers, mp_context=context) as pool:
+    yield from pool.map(fn, items, chunksize=64)
+
+
 @dataclasses.dataclass
 class DnhBuilderConfig(tfds.core.BuilderConfig):
   """A builder config created on the fly; `params` is canonical JSON of the parameters."""
@@ -98,6 +125,10 @@ class DnhBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
   VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {"1.0.0": "First release."}
+  num_workers: int | None = None   # see parallel_map; never changes the examples
+
+  def parallel_map(self, fn: Callable, items: Sequence) -> Iterator:
+    return parallel_map(fn, items, self.num_workers)
 
   @tfds.core.utils.classproperty
   @classmethod

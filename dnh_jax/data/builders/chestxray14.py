@@ -21,6 +21,7 @@ import numpy as np
 from dnh_jax.data import images as images_lib
 from dnh_jax.data import schema as schema_lib
 from dnh_jax.data.builders import base
+from dnh_jax.data.builders import image_folder
 
 CSV_NAMES = ("Data_Entry_2017.csv", "Data_Entry_2017_v2020.csv")
 COLUMNS = ("Image Index", "Finding Labels", "Patient ID")
@@ -125,9 +126,11 @@ class ChestXray14(base.DnhBuilder, skip_registration=True):
     entries = read_entries(p["csv"])
     paths = locate(entries, p["root"], p["csv"])
     findings_char = self.schema()["findings"]
-    for i, ((_, findings, patient), path) in enumerate(zip(entries, paths)):
-      yield {"image": images_lib.load_image(path, p["image_size"]), "id": np.int64(i),
-             "group": np.int64(patient), "findings": findings_char.encode(findings)}
+    loaded = self.parallel_map(image_folder.load_item,
+                               [(path, p["image_size"]) for path in paths])
+    for i, ((_, findings, patient), image) in enumerate(zip(entries, loaded)):
+      yield {"image": image, "id": np.int64(i), "group": np.int64(patient),
+             "findings": findings_char.encode(findings)}
 
 
 def from_config(data_cfg, data_dir: str) -> ChestXray14:

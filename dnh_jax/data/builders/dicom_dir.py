@@ -192,10 +192,11 @@ class DicomDir(base.DnhBuilder, skip_registration=True):
     entries = scan(p["root"], p["mapping"])
     groups = image_folder.group_ids([g for _, _, g in entries])
     s = self.schema()
-    for i, ((path, (modality, organ, disease), _), group) in enumerate(zip(entries, groups)):
-      pixels, _ = images_lib.read_dicom(path)
-      yield {"image": images_lib.normalize_image(pixels, p["image_size"], source=path),
-             "id": np.int64(i), "group": group,
+    loaded = self.parallel_map(image_folder.load_item,
+                               [(e[0], p["image_size"]) for e in entries])
+    for i, ((_, (modality, organ, disease), _), group, image) in enumerate(
+        zip(entries, groups, loaded)):
+      yield {"image": image, "id": np.int64(i), "group": group,
              **s.encode({"modality": modality, "organ": organ, "disease": disease})}
 
 

@@ -91,6 +91,12 @@ def group_ids(keys) -> np.ndarray:
   return np.array([index[k] for k in keys], np.int64)
 
 
+def load_item(args) -> np.ndarray:
+  """(path, size) -> uint8[size, size, 1]; module-level so worker processes can run it."""
+  path, size = args
+  return images_lib.load_image(path, size)
+
+
 class ImageFolder(base.DnhBuilder, skip_registration=True):
   """Labelled images from a <modality>/<organ>/<disease> folder tree."""
 
@@ -104,9 +110,10 @@ class ImageFolder(base.DnhBuilder, skip_registration=True):
     entries = scan_tree(p["root"])
     groups = group_ids([g for _, _, g in entries])
     s = self.schema()
-    for i, ((path, (modality, organ, disease), _), group) in enumerate(zip(entries, groups)):
-      yield {"image": images_lib.load_image(path, p["image_size"]), "id": np.int64(i),
-             "group": group,
+    loaded = self.parallel_map(load_item, [(e[0], p["image_size"]) for e in entries])
+    for i, ((_, (modality, organ, disease), _), group, image) in enumerate(
+        zip(entries, groups, loaded)):
+      yield {"image": image, "id": np.int64(i), "group": group,
              **s.encode({"modality": modality, "organ": organ, "disease": disease})}
 
 

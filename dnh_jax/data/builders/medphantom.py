@@ -9,14 +9,12 @@
 
 Example i is a pure function of (dataset seed, i): its render seed is drawn from
 `np.random.SeedSequence(dataset_seed, spawn_key=(i,))`, so generation is deterministic
-whatever the order or the number of workers rendering it.
+whatever the order or the number of worker processes rendering it (`base.parallel_map`).
 """
 
 from __future__ import annotations
 
-import concurrent.futures
 import glob
-import multiprocessing
 import os
 from typing import Any, Iterator, Sequence
 
@@ -145,35 +143,10 @@ def _render_chest(args) -> tuple[tuple[str, ...], np.ndarray]:
       findings, size=params["image_size"], seed=seed, difficulty=params["difficulty"])
 
 
-# Collections at least this large render in worker processes (one per core, at most 8).
-PARALLEL_MIN_EXAMPLES = 2000
-
-
-def render_all(fn, params: dict, num_workers: int | None = None) -> Iterator:
-  """fn((params, i)) for i in range(num_examples), in order.
-
-  Every example is a pure function of (params, i), so the output is identical whatever
-  `num_workers` is. None picks one worker per core (at most 8) for collections of at
-  least PARALLEL_MIN_EXAMPLES, else renders in this process. Workers are spawned, not
-  forked: the caller may hold JAX's threads.
-  """
-  n = params["num_examples"]
-  if num_workers is None:
-    num_workers = min(os.cpu_count() or 1, 8) if n >= PARALLEL_MIN_EXAMPLES else 1
-  items = ((params, i) for i in range(n))
-  if num_workers <= 1:
-    yield from map(fn, items)
-    return
-  context = multiprocessing.get_context("spawn")
-  with concurrent.futures.ProcessPoolExecutor(num_workers, mp_context=context) as pool:
-    yield from pool.map(fn, items, chunksize=64)
-
-
 class MedPhantom(base.DnhBuilder, skip_registration=True):
   """MedPhantom single-label (modality, organ, disease) collection."""
 
   name = "dnh_medphantom"
-  num_workers: int | None = None   # see render_all; does not change the examples
 
   def schema(self) -> schema_lib.Schema:
     return schema_lib.multi_characteristic_schema()
@@ -182,7 +155,8 @@ class MedPhantom(base.DnhBuilder, skip_registration=True):
     p = self.params
     s = self.schema()
     combos = [tuple(c) for c in p["combinations"]]
-    for i, image in enumerate(render_all(_render_single, p, self.num_workers)):
+    items = [(p, i) for i in range(p["num_examples"])]
+    for i, image in enumerate(self.parallel_map(_render_single, items)):
       modality, organ, disease = combos[i % len(combos)]   # balanced over combinations
       yield {"image": np.asarray(image, np.uint8), "id": np.int64(i), "group": np.int64(i),
              **s.encode({"modality": modality, "organ": organ, "disease": disease})}
@@ -192,15 +166,14 @@ class MedPhantomChest(base.DnhBuilder, skip_registration=True):
   """MedPhantom multi-label chest X-ray collection (13 ChestX-ray14 findings)."""
 
   name = "dnh_medphantom_chest"
-  num_workers: int | None = None
 
   def schema(self) -> schema_lib.Schema:
     return schema_lib.chest_multilabel_schema()
 
   def _examples(self) -> Iterator[dict[str, Any]]:
     findings_char = self.schema()["findings"]
-    for i, (findings, image) in enumerate(render_all(_render_chest, self.params,
-                                                     self.num_workers)):
+    for i, (findings, image) in enumerate(self.parallel_map(
+        _render_chest, [(self.params, i) for i in range(self.params["num_examples"])])):
       yield {"image": np.asarray(image, np.uint8), "id": np.int64(i), "group": np.int64(i),
              "findings": findings_char.encode(findings)}
 
