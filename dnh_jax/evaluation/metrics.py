@@ -82,7 +82,8 @@ def rank_order(distances, values=None, ties: str = "index") -> np.ndarray:
   d = compact_distances(distances)
   if ties == "index":
     return np.argsort(d, axis=1, kind="stable")
-  key = -np.asarray(values) if ties == "optimistic" else np.asarray(values)
+  values = np.asarray(values, np.float64)
+  key = -values if ties == "optimistic" else values
   first = np.argsort(key, axis=1, kind="stable")
   # A stable sort by distance of the key-sorted list keeps (key, index) inside buckets.
   second = np.argsort(np.take_along_axis(d, first, 1), axis=1, kind="stable")

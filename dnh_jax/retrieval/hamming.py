@@ -148,26 +148,31 @@ def _pairwise(q, g, terms):
                    (q.shape[0], g.shape[0]))
 
 
-@functools.partial(jax.jit, static_argnames=("terms",))
-def _pairwise_jit(q, g, terms):
-  return _pairwise(q, g, terms)
+@functools.partial(jax.jit, static_argnames=("terms", "dtype"))
+def _pairwise_jit(q, g, terms, dtype):
+  return _pairwise(q, g, terms).astype(dtype)
 
 
-def hamming_distances(query_packed, gallery_packed, *, segments=None,
-                      weights=None) -> np.ndarray | jax.Array:
-  """All distances between queries and gallery items (dense; small inputs only).
+def hamming_distances(query_packed, gallery_packed, *, segments=None, weights=None,
+                      dtype=np.int32) -> np.ndarray | jax.Array:
+  """All distances between queries and gallery items (dense: chunk the queries).
 
   Args:
     query_packed: uint32[Q, W].
     gallery_packed: uint32[N, W].
     segments, weights: optional sub-code lengths and integer weights (see module doc).
+    dtype: output integer dtype; a narrower one (uint8 for K < 256) is checked to hold the
+      largest possible distance.
 
   Returns:
-    int32[Q, N]; numpy when `query_packed` is numpy, else a jax array.
+    int32[Q, N] (or `dtype`); numpy when `query_packed` is numpy, else a jax array.
   """
   q, g = _check_packed(query_packed, gallery_packed)
-  terms, _ = distance_terms(q.shape[1], segments, weights)
-  out = _pairwise_jit(jnp.asarray(q), jnp.asarray(g), terms)
+  terms, max_distance = distance_terms(q.shape[1], segments, weights)
+  dtype = np.dtype(dtype)
+  if not np.issubdtype(dtype, np.integer) or np.iinfo(dtype).max < max_distance:
+    raise ValueError(f"dtype {dtype} cannot hold distances up to {max_distance}")
+  out = _pairwise_jit(jnp.asarray(q), jnp.asarray(g), terms, dtype)
   return out if isinstance(query_packed, jax.Array) else np.asarray(out)
 
 

@@ -1,0 +1,268 @@
+"""Code-level retrieval evaluation: packed codes + labels -> metrics, chunk by chunk.
+
+Metric conventions (the same as `dnh_jax.evaluation.metrics`, which this module agrees
+with to 1e-9 on every input):
+
+* Ranking by Hamming distance (or, for a preference on structured codes, by the weighted
+  sum of sub-code distances); `ties` decides the order inside equal distances: "index"
+  (gallery index, deterministic - the default), "expected" (expectation under a random
+  order inside each distance, closed form), "optimistic" / "pessimistic" (relevant or
+  higher-gain items first / last).
+* mAP@k: per query, mean precision over the relevant positions within the top k, divided
+  by the relevant items found within the top k (the hashing papers' convention). A query
+  without any relevant item in the top k has AP 0 and *is included* in the mean: a method
+  cannot look better by retrieving nothing. "frac_no_relevant" reports how many queries
+  have no relevant item in the whole gallery, so the reader can judge.
+* nDCG@k: gain 2^g - 1, discount log2(rank + 1), ideal DCG from the k largest gains of
+  the *whole gallery* (not of the retrieved list); queries whose ideal DCG is 0 (no item
+  with gain > 0) have no defined nDCG and are left out of the mean.
+* ACG@k: mean gain over the top k. wMAP@k: mean of ACG@r over the ranks r <= k that hold
+  an item with gain > 0 (the paper's indicator form).
+* P@r2: precision of the items within Hamming radius 2; 0 when the ball is empty.
+* Relevance and gains come from the labels through a named rule of
+  `dnh_jax.evaluation.relevance` ("all", "shared", "organ_disease", or a preference).
+
+How: queries are processed in chunks; each chunk's distances to the gallery are one
+integer [chunk, N] block (never a dense Q x N float matrix). Index-tie metrics at k come
+from the exact `hamming_topk` lists; whole-gallery index-tie AP from a stable counting
+(radix) sort of the small-integer distances; expected metrics from per-query histograms
+(count, relevant, gain sums per distance), in closed form.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from dnh_jax.data.schema import Schema
+from dnh_jax.evaluation import metrics as M
+from dnh_jax.evaluation.relevance import check_labels, get_relevance
+from dnh_jax.retrieval.codes import as_packed
+from dnh_jax.retrieval.hamming import distance_terms, hamming_distances, hamming_topk
+from dnh_jax.retrieval.preferences import parse_preference
+
+
+def _distance_dtype(max_distance: int):
+  return np.uint8 if max_distance < 2**8 else np.uint16 if max_distance < 2**16 else np.int32
+
+
+def _whole_ap_index(d: np.ndarray, rel: np.ndarray) -> np.ndarray:
+  """Whole-gallery AP with index ties from small-integer distances [B, N]."""
+  order = np.argsort(d, axis=1, kind="stable")  # radix sort for uint8 / uint16
+  rows, cols = np.nonzero(np.take_along_axis(rel, order, 1))
+  b = d.shape[0]
+  count = np.bincount(rows, minlength=b)
+  first = np.cumsum(count) - count
+  hits = np.arange(len(rows)) - first[rows] + 1.0  # relevant items up to this one
+  total = np.bincount(rows, hits / (cols + 1.0), minlength=b)
+  return np.where(count > 0, total / np.maximum(count, 1), 0.0)
+
+
+def _gain_counts(gains: np.ndarray, max_gain: int) -> np.ndarray:
+  b = gains.shape[0]
+  flat = (gains + np.arange(b)[:, None] * (max_gain + 1)).ravel()
+  return np.bincount(flat, minlength=b * (max_gain + 1)).reshape(b, max_gain + 1)
+
+
+def _histograms(d, columns: Mapping[str, np.ndarray], size: int):
+  """Per-query sums over distances 0..size-1 of each column; [B, size] each."""
+  b = d.shape[0]
+  flat = (d.astype(np.int64) + np.arange(b)[:, None] * size).ravel()
+  out = {"n": np.bincount(flat, minlength=b * size).reshape(b, size)}
+  for name, col in columns.items():
+    out[name] = np.bincount(flat, np.asarray(col, np.float64).ravel(),
+                            minlength=b * size).reshape(b, size)
+  return out
+
+
+def evaluate_codes(query_codes, query_labels, gallery_codes, gallery_labels, *,
+                   schema: Schema, relevance="all", ks: Sequence[int] = (100,),
+                   ties: str = "index", segments: Sequence[int] | None = None,
+                   weights: Sequence[int] | None = None, whole_gallery: bool = False,
+                   radius: int | None = 2, pr_curve: bool = False,
+                   num_bits: int | None = None,
+                   query_chunk: int = 128) -> dict[str, np.ndarray]:
+  """Per-query metrics computed from codes and labels (see module doc).
+
+  Args:
+    query_codes: real [Q, K] codes or packed uint32 [Q, W].
+    query_labels: {characteristic: int32[Q] | uint8[Q, V]}.
+    gallery_codes: real [N, K] or packed uint32 [N, W].
+    gallery_labels: {characteristic: int32[N] | uint8[N, V]}.
+    schema: the label schema.
+    relevance: rule name in RELEVANCE, a rule, or a Preference.
+    ks: cutoffs for AP@k, nDCG@k, ACG@k, wAP@k (k > N is cut to N).
+    ties: one of metrics.TIES.
+    segments, weights: sub-code lengths and integer weights of the ranking distance.
+    whole_gallery: also AP over the whole gallery ("AP").
+    radius: Hamming radius for "P@r{radius}", or None to skip.
+    pr_curve: also "pr_precision" / "pr_recall" [Q, max_distance + 1] by radius.
+    num_bits: K for packed input (default 32 * W; same distances).
+    query_chunk: queries per chunk; memory ~ query_chunk * N.
+
+  Returns:
+    {"AP@k", "nDCG@k", "ACG@k", "wAP@k" for k in ks, "P@r{radius}", "AP",
+     "has_relevant"}: float64[Q] each (bool for "has_relevant"); nDCG NaN where undefined.
+  """
+  M._check_ties(ties)
+  qp, bits = as_packed(query_codes, num_bits)
+  gp, _ = as_packed(gallery_codes, bits)
+  qp, gp = np.asarray(qp), np.asarray(gp)
+  if qp.shape[1] != gp.shape[1]:
+    raise ValueError(f"query codes have {qp.shape[1]} words, gallery codes {gp.shape[1]}")
+  qlab = check_labels(schema, query_labels, qp.shape[0], "query_labels")
+  glab = check_labels(schema, gallery_labels, gp.shape[0], "gallery_labels")
+  rule = get_relevance(relevance, schema)
+  max_gain = int(rule.max_gain(schema))
+  terms, max_distance = distance_terms(gp.shape[1], segments, weights)
+  dtype = _distance_dtype(max_distance)
+  num_q, n = qp.shape[0], gp.shape[0]
+  cut = {int(k): M._cutoff(k, n) for k in ks}  # reported name -> effective cutoff
+  kmax = max(cut.values(), default=0)
+  out: dict[str, list] = {}
+  add = lambda key, value: out.setdefault(key, []).append(value)
+  top_idx = None
+  if ties == "index" and cut:
+    _, top_idx = hamming_topk(qp, gp, kmax, segments=segments, weights=weights)
+  for s in range(0, num_q, query_chunk):
+    sl = slice(s, min(s + query_chunk, num_q))
+    qchunk = {name: x[sl] for name, x in qlab.items()}
+    d = hamming_distances(qp[sl], gp, segments=segments, weights=weights, dtype=dtype)
+    rel, gains = rule(schema, qchunk, glab)
+    rel = np.asarray(rel, bool)
+    gains = np.asarray(gains, np.int64)
+    if gains.size and (gains.min() < 0 or gains.max() > max_gain):
+      raise ValueError(f"relevance rule {rule.name!r} gave gains outside [0, {max_gain}]")
+    add("has_relevant", rel.any(axis=1))
+    if radius is not None:
+      inside = d <= radius
+      count = inside.sum(axis=1)
+      add(f"P@r{radius}", np.where(count > 0, (inside & rel).sum(axis=1)
+                                   / np.maximum(count, 1), 0.0))
+    hist = None
+    if ties == "expected" or pr_curve:
+      hist = _histograms(d, {"r": rel, "p": gains > 0, "g": gains,
+                             "e": np.exp2(gains) - 1.0}, max_distance + 1)
+    if pr_curve:
+      prec, rec = M.curve_from_histograms(hist["n"], hist["r"], rel.sum(axis=1))
+      add("pr_precision", prec)
+      add("pr_recall", rec)
+    if cut:
+      counts = _gain_counts(gains, max_gain)
+      values = np.arange(max_gain + 1, dtype=np.float64)
+    if ties == "index":
+      if cut:
+        gathered = {name: x[top_idx[sl]] for name, x in glab.items()}
+        rel_k, gains_k = rule(schema, qchunk, gathered)
+        seq_rel, seq_gain = np.asarray(rel_k), np.asarray(gains_k, np.float64)
+      if whole_gallery:
+        add("AP", _whole_ap_index(d, rel))
+    elif ties in ("optimistic", "pessimistic"):
+      order = M.rank_order(d, rel, ties)
+      seq_rel = np.take_along_axis(rel, order, 1)
+      order = M.rank_order(d, gains, ties)
+      seq_gain = np.take_along_axis(gains, order[:, :max(kmax, 1)], 1).astype(float)
+      if whole_gallery:
+        add("AP", M.ranked_ap(seq_rel, n))
+    else:
+      if whole_gallery:
+        add("AP", M.expected_ap(hist["n"], hist["r"], None))
+    for key, k in cut.items():
+      ideal = M.ideal_dcg(values, counts, k)
+      if ties == "expected":
+        ap = M.expected_ap(hist["n"], hist["r"], k)
+        dcg = M.expected_dcg(hist["n"], hist["e"], k)
+        acg_k = M.expected_acg(hist["n"], hist["g"], k)
+        wap = M.expected_wap(hist["n"], hist["p"], hist["g"], k)
+      else:
+        ap = M.ranked_ap(seq_rel, k)
+        dcg = M.ranked_dcg(seq_gain, k)
+        acg_k = M.ranked_acg(seq_gain, k)
+        wap = M.ranked_wap(seq_gain, k)
+      add(f"AP@{key}", ap)
+      with np.errstate(invalid="ignore", divide="ignore"):
+        add(f"nDCG@{key}", np.where(ideal > 0, dcg / np.where(ideal > 0, ideal, 1), np.nan))
+      add(f"ACG@{key}", acg_k)
+      add(f"wAP@{key}", wap)
+  return {key: np.concatenate(parts) for key, parts in out.items()}
+
+
+def _mean(x: np.ndarray) -> float:
+  x = np.asarray(x, np.float64)
+  x = x[~np.isnan(x)]
+  return float(x.mean()) if x.size else float("nan")
+
+
+class Evaluator:
+  """Retrieval metrics of a query set against a gallery (see module doc for conventions).
+
+  Example:
+    ev = Evaluator(schema, ks=(100,), relevance="all", preferences=("organ",),
+                   segments=(16, 16, 16))
+    ev.run(query_codes, query_labels, gallery_codes, gallery_labels)
+    # {"mAP@100": ..., "nDCG@100": ..., "ACG@100": ..., "wMAP@100": ..., "P@r2": ...,
+    #  "frac_no_relevant": ..., "organ/mAP@100": ..., "organ/nDCG@100": ...}
+
+  Args:
+    schema: the label schema.
+    ks: cutoffs.
+    relevance: rule name for the main metrics ("all", "shared", "organ_disease").
+    preferences: preference specs (see `dnh_jax.retrieval.preferences`); each adds
+      "<spec>/mAP@k" and "<spec>/nDCG@k", ranked by the preference's segment weights when
+      `segments` are given, with the preference's relevance and gains.
+    segments: sub-code lengths, one per characteristic (structured codes), or ().
+    ties: "index" (default), "expected", "optimistic" or "pessimistic".
+    whole_gallery: also "mAP" over the whole gallery.
+    radius: the Hamming radius of "P@r{radius}".
+    query_chunk: queries per chunk.
+  """
+
+  def __init__(self, schema: Schema, *, ks: Sequence[int] = (10, 100, 1000),
+               relevance: str = "all", preferences: Sequence[str] = (),
+               segments: Sequence[int] = (), ties: str = "index",
+               whole_gallery: bool = False, radius: int = 2, query_chunk: int = 128):
+    self.schema = schema
+    self.ks = tuple(int(k) for k in ks)
+    if any(k < 1 for k in self.ks):
+      raise ValueError(f"ks must be positive, got {self.ks}")
+    self.relevance = get_relevance(relevance, schema)
+    self.segments = tuple(segments) or None
+    if self.segments is not None and len(self.segments) != len(schema.names):
+      raise ValueError(f"segments {self.segments}: need one per characteristic "
+                       f"{list(schema.names)}")
+    self.preferences = tuple(parse_preference(p, schema.names, self.segments)
+                             for p in preferences)
+    self.ties = M._check_ties(ties)
+    self.whole_gallery = whole_gallery
+    self.radius = radius
+    self.query_chunk = query_chunk
+
+  def run(self, query_codes, query_labels, gallery_codes,
+          gallery_labels) -> dict[str, float]:
+    """Codes (real [N, K] or packed uint32 [N, W]) and label dicts -> flat metrics."""
+    num_bits = sum(self.segments) if self.segments else None
+    common = dict(schema=self.schema, ks=self.ks, ties=self.ties, num_bits=num_bits,
+                  query_chunk=self.query_chunk)
+    main = evaluate_codes(query_codes, query_labels, gallery_codes, gallery_labels,
+                          relevance=self.relevance, whole_gallery=self.whole_gallery,
+                          radius=self.radius, **common)
+    result = {}
+    for k in self.ks:
+      result[f"mAP@{k}"] = _mean(main[f"AP@{k}"])
+      result[f"nDCG@{k}"] = _mean(main[f"nDCG@{k}"])
+      result[f"ACG@{k}"] = _mean(main[f"ACG@{k}"])
+      result[f"wMAP@{k}"] = _mean(main[f"wAP@{k}"])
+    result[f"P@r{self.radius}"] = _mean(main[f"P@r{self.radius}"])
+    if self.whole_gallery:
+      result["mAP"] = _mean(main["AP"])
+    result["frac_no_relevant"] = float(1.0 - np.mean(main["has_relevant"]))
+    for pref in self.preferences:
+      per = evaluate_codes(query_codes, query_labels, gallery_codes, gallery_labels,
+                           relevance=pref, segments=self.segments,
+                           weights=pref.segment_weights if self.segments else None,
+                           radius=None, **common)
+      for k in self.ks:
+        result[f"{pref.name}/mAP@{k}"] = _mean(per[f"AP@{k}"])
+        result[f"{pref.name}/nDCG@{k}"] = _mean(per[f"nDCG@{k}"])
+    return result
