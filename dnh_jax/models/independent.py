@@ -9,25 +9,27 @@ labels (`dnh_jax.losses.independent`).
 
 The C networks run inside one program: when every characteristic uses the same backbone,
 the backbones' parameters (and batch statistics) are stacked on a leading axis of size C
-and the backbone is mapped over it with `nn.vmap`, so one jitted train step updates all
-of them with batched convolutions instead of C sequential programs. Backbones of different
-kinds fall back to C separate modules. The hash layers and classifiers are small dense
-layers, one per characteristic (their widths differ), each reading only its own network's
-features.
+and one jitted train step updates all of them. The stack is computed either with
+`jax.vmap` over the stacked axis (batched, grouped convolutions: the choice for GPUs and
+TPUs) or unrolled over static slices of it (XLA:CPU runs grouped convolutions several
+times slower than C plain ones); `model.stack_compute` picks, "auto" by backend. Backbones
+of different kinds (`model.backbones`) fall back to C separate modules. The hash layers
+and classifiers are small dense layers, one per characteristic (their widths differ),
+each reading only its own network's features.
 
 Parameter layout (stacked case)::
 
-    params["backbones"][...]           leading axis C (schema order)
-    params["hash_<name>"]["dense"]     one per characteristic
-    params["classifier_<name>"]        one per characteristic (model.classifier)
+    params["backbones"]["stacked"][...]   backbone tree, leading axis C (schema order)
+    params["hash_<name>"]["dense"]        one per characteristic
+    params["classifier_<name>"]           one per characteristic (model.classifier)
 """
 
 from __future__ import annotations
 
-import functools
 from typing import Any, Sequence
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import ml_collections
 
@@ -38,29 +40,84 @@ from dnh_jax.models import heads
 Dtype = Any
 
 
-class _Backbone(nn.Module):
-  """One backbone; `train` is an attribute so `nn.vmap` maps over the images only."""
+# How a stack of identical backbones is computed; the parameter layout is the same.
+#   "vmap":     jax.vmap over the stacked axis: one batched (grouped) convolution per layer,
+#               the fast choice on accelerators;
+#   "unrolled": a Python loop over static slices of the stack: C ordinary convolutions per
+#               layer, several times faster than grouped convolutions on XLA:CPU;
+#   "auto":     "unrolled" on the CPU backend, "vmap" elsewhere.
+STACK_COMPUTE = ("auto", "vmap", "unrolled")
 
-  name_of_backbone: str
-  train: bool = False
+
+class StackedBackbones(nn.Module):
+  """`count` copies of one backbone, parameters and batch statistics stacked on axis 0.
+
+  Each copy has its own initialisation (split keys) and dropout key, and sees the same
+  images. Variables: params["stacked"] and (BatchNorm backbones) batch_stats["stacked"],
+  each a backbone variable tree with a leading axis of size `count`.
+
+  Attributes:
+    backbone: name in `dnh_jax.models.backbones.BACKBONES`.
+    count: C, the number of copies.
+    compute: one of STACK_COMPUTE.
+    dtype: compute dtype.
+  """
+
+  backbone: str
+  count: int
+  compute: str = "auto"
   dtype: Dtype = jnp.float32
 
+  def _compute(self) -> str:
+    if self.compute not in STACK_COMPUTE:
+      raise ValueError(f"model.stack_compute={self.compute!r}; choose one of "
+                       f"{list(STACK_COMPUTE)}")
+    if self.compute == "auto":
+      return "unrolled" if jax.default_backend() == "cpu" else "vmap"
+    return self.compute
+
   @nn.compact
-  def __call__(self, images: jnp.ndarray) -> jnp.ndarray:
-    net = backbones_lib.get_backbone(self.name_of_backbone, self.dtype, module_name="net")
-    return net(images, self.train).astype(jnp.float32)
+  def __call__(self, images: jnp.ndarray, train: bool = False) -> jnp.ndarray:
+    """Args: images float32[B, H, W, 1]. Returns features float32[C, B, F]."""
+    net = backbones_lib.get_backbone(self.backbone, self.dtype, module_name=None)
+    cache = {}
 
+    def initial(key):  # one init per copy; cached so params and stats share it
+      if "v" not in cache:
+        keys = jax.random.split(key, self.count)
+        cache["v"] = jax.vmap(lambda k: net.init({"params": k}, images, train=False))(keys)
+      return cache["v"]
 
-@functools.lru_cache(maxsize=None)
-def _stacked_backbones(count: int) -> type[nn.Module]:
-  """`count` copies of `_Backbone`, parameters and batch statistics stacked on axis 0.
+    params = self.param("stacked", lambda key: initial(key)["params"])
+    shapes = jax.eval_shape(lambda: net.init({"params": jax.random.key(0)}, images[:1]))
+    stats = None
+    if "batch_stats" in shapes:
+      stats = self.variable("batch_stats", "stacked",
+                            lambda: initial(self.make_rng("params"))["batch_stats"])
+    keys = (jax.random.split(self.make_rng("dropout"), self.count)
+            if train and self.has_rng("dropout") else None)
 
-  The same images go to every copy (in_axes=None, so the axis size must be given) and each
-  copy gets its own initialisation and dropout keys.
-  """
-  return nn.vmap(_Backbone, variable_axes={"params": 0, "batch_stats": 0},
-                 split_rngs={"params": True, "dropout": True},
-                 in_axes=None, out_axes=0, axis_size=count)
+    def one(p, s, key):
+      variables = {"params": p} if s is None else {"params": p, "batch_stats": s}
+      rngs = {} if key is None else {"dropout": key}
+      if train and s is not None:
+        out, updates = net.apply(variables, images, True, rngs=rngs, mutable=["batch_stats"])
+        return out.astype(jnp.float32), updates["batch_stats"]
+      return net.apply(variables, images, train, rngs=rngs).astype(jnp.float32), s
+
+    s_in = None if stats is None else stats.value
+    if self._compute() == "vmap":
+      features, new_stats = jax.vmap(one)(params, s_in, keys)
+    else:
+      take = lambda tree, i: jax.tree.map(lambda a: a[i], tree)
+      outs = [one(take(params, i), take(s_in, i), None if keys is None else keys[i])
+              for i in range(self.count)]
+      features = jnp.stack([f for f, _ in outs])
+      new_stats = None if stats is None else jax.tree.map(
+          lambda *a: jnp.stack(a), *[s for _, s in outs])
+    if stats is not None and train and not self.is_initializing():
+      stats.value = new_stats
+    return features
 
 
 class IndependentHashingNetwork(nn.Module):
@@ -72,6 +129,7 @@ class IndependentHashingNetwork(nn.Module):
     class_sizes: (characteristic name, vocabulary size) per characteristic (schema order).
     classifier: add a classifier per network on its own features (outputs["logits"]).
     pre_hash: optional pre-hash module factory, one instance per network.
+    stack_compute: how stacked backbones are computed (STACK_COMPUTE).
     dtype: compute dtype (parameters stay float32).
   """
 
@@ -80,20 +138,22 @@ class IndependentHashingNetwork(nn.Module):
   class_sizes: Sequence[tuple[str, int]]
   classifier: bool = True
   pre_hash: heads.PreHashFactory | None = None
+  stack_compute: str = "auto"
   dtype: Dtype = jnp.float32
 
   @property
   def stacked(self) -> bool:
-    """Whether the backbones are one vmapped module with stacked parameters."""
+    """Whether the backbones are one module with stacked parameters."""
     return len(set(self.backbones)) == 1
 
   def _features(self, images: jnp.ndarray, train: bool) -> list[jnp.ndarray]:
     n = len(self.class_sizes)
     if self.stacked:
-      stacked = _stacked_backbones(n)(self.backbones[0], train, self.dtype,
-                                      name="backbones")(images)  # [C, B, F]
+      stacked = StackedBackbones(self.backbones[0], n, self.stack_compute, self.dtype,
+                                 name="backbones")(images, train)  # [C, B, F]
       return [stacked[i] for i in range(n)]
-    return [_Backbone(b, train, self.dtype, name=f"backbone_{name}")(images)
+    return [backbones_lib.get_backbone(b, self.dtype, module_name=f"backbone_{name}")(
+        images, train).astype(jnp.float32)
             for b, (name, _) in zip(self.backbones, self.class_sizes)]
 
   @nn.compact
@@ -159,10 +219,15 @@ def build_independent(model_cfg: ml_collections.ConfigDict, schema: Schema) -> n
     raise ValueError("model.code_classifier is not supported by model.head='independent': "
                      "a classifier on the whole code would share gradients across the "
                      "sub-networks; set model.code_classifier=''")
+  stack_compute = model_cfg.get("stack_compute", "auto")
+  if stack_compute not in STACK_COMPUTE:
+    raise ValueError(f"model.stack_compute={stack_compute!r} is not valid; choose one of "
+                     f"{list(STACK_COMPUTE)}")
   return IndependentHashingNetwork(
       backbones=backbone_names(model_cfg, schema),
       segments=build.segments(model_cfg, schema),
       class_sizes=tuple((c.name, c.size) for c in schema.characteristics),
       classifier=bool(model_cfg.classifier),
       pre_hash=build.pre_hash_factory(model_cfg),
+      stack_compute=stack_compute,
       dtype=build.compute_dtype(model_cfg))
