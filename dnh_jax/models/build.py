@@ -19,6 +19,7 @@ from dnh_jax.losses import pairs
 from dnh_jax.models import backbones
 from dnh_jax.models import fuzzy
 from dnh_jax.models import heads
+from dnh_jax.models import independent
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
@@ -103,6 +104,7 @@ def _structured(model_cfg: ml_collections.ConfigDict, schema: Schema) -> nn.Modu
 HEADS: dict[str, Callable[[ml_collections.ConfigDict, Schema], nn.Module]] = {
     "flat": _flat,
     "structured": _structured,
+    "independent": independent.build_independent,   # one backbone per characteristic
 }
 
 
