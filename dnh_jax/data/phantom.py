@@ -1,0 +1,298 @@
+"""MedPhantom: a deterministic procedural renderer of medical-looking images.
+
+Every image is (modality, organ, disease): the organ is an anatomy template with random
+shape, size, position and rotation, drawn as a map of tissues (`phantom_tissues`); the
+disease adds its sign as lesion tissues or changes of the anatomy; the modality is the
+image formation applied to that map (`phantom_modalities`, `phantom_projection`,
+`phantom_chest`). So any combination renders - breast MRI, brain CT, chest ultrasound -
+and a sign adapts to the modality through the physics it is made of.
+
+    image = render("US", "breast", "malignant", size=64, seed=7)       # uint8[64, 64, 1]
+    image, masks = render("MRI", "brain", "glioma", seed=1, return_masks=True)
+    findings = sample_chest_findings(np.random.default_rng(0))
+    image = render_chest_multilabel(findings, seed=3)
+
+Contact sheet (look at it):
+    python -m dnh_jax.data.phantom --sheet /tmp/sheet.png [--combinations all] [--multilabel]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Sequence
+
+import numpy as np
+
+from dnh_jax.data import phantom_modalities as M
+from dnh_jax.data import phantom_slices
+from dnh_jax.data import schema
+from dnh_jax.data.phantom_chest import chest_radiograph, sample_chest_findings
+from dnh_jax.data.phantom_core import Difficulty, as_difficulty, paint
+from dnh_jax.data.phantom_oct import oct_grid, oct_scene
+from dnh_jax.data.phantom_projection import PROJECTIONS, radiograph
+
+__all__ = ["Difficulty", "render", "render_chest_multilabel", "sample_chest_findings",
+           "MIN_SIZE", "MAX_SIZE", "is_normal"]
+
+MIN_SIZE, MAX_SIZE = 28, 224
+_ATTEMPTS = 8
+_SLICE_FORMATION = {"CT": M.form_ct, "MRI": M.form_mri}
+# Single-label chest radiograph signs (phantom_chest names).
+_XR_CHEST_SIGNS = {"covid": ("covid",), "pneumonia": ("lobar",), "chest_normal": ()}
+
+
+def is_normal(disease: str) -> bool:
+  """True for the "<organ>_normal" diseases, which have no lesion."""
+  return disease.endswith("_normal")
+
+
+def _check_size(size) -> int:
+  if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or not (
+      MIN_SIZE <= size <= MAX_SIZE):
+    raise ValueError(f"size={size!r}: expected an integer in [{MIN_SIZE}, {MAX_SIZE}]")
+  return int(size)
+
+
+def _check_seed(seed) -> int:
+  if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+    raise ValueError(f"seed={seed!r}: expected a non-negative integer")
+  return int(seed)
+
+
+def _check_combination(modality: str, organ: str, disease: str):
+  if modality not in schema.MODALITIES:
+    raise ValueError(f"Unknown modality {modality!r}; expected one of {list(schema.MODALITIES)}")
+  if organ not in schema.ORGANS:
+    raise ValueError(f"Unknown organ {organ!r}; expected one of {list(schema.ORGANS)}")
+  valid = schema.DISEASES_BY_ORGAN[organ]
+  if disease not in valid:
+    raise ValueError(f"disease {disease!r} is not a disease of organ {organ!r}; expected "
+                     f"one of {list(valid)}")
+
+
+def _to_uint8(img: np.ndarray) -> np.ndarray:
+  return (np.clip(img, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)[..., None]
+
+
+def _render_once(modality, organ, disease, size, rng, diff: Difficulty, want_organ):
+  """float32 image [size, size] in [0, 1], lesion mask, organ mask (or None)."""
+  var = diff.anatomy_variation
+  if modality == "XR":
+    if organ == "chest":
+      v = M.posed_grid(rng, size, var, center=(0.0, -0.02), zoom=1.0)
+      path, masks, lungs = chest_radiograph(v.X, v.Y, v.px, rng, var, diff,
+                                            _XR_CHEST_SIGNS[disease])
+      lesion = np.zeros((size, size), bool)
+      for m in masks.values():
+        lesion |= m
+      return radiograph(path, rng, diff, 1.0), lesion, lungs
+    template, p0, zoom, center = PROJECTIONS[organ]
+    v = M.posed_grid(rng, size, var, center=center, zoom=zoom)
+    path, lesion, organ_mask = template(v.X, v.Y, rng, var, disease, diff, 1.6 * v.px)
+    return radiograph(path, rng, diff, p0), lesion, organ_mask
+  if modality == "OCT":
+    view = oct_grid(rng, size, var)
+    scene = oct_scene(organ, rng, var, disease, diff.lesion_size, 1.6 * view.px)
+    painted = paint(scene, view, rng, want_organ)
+    return M.form_oct(painted, scene.info, rng, diff), painted.lesion, painted.organ
+  template = phantom_slices.SLICE_TEMPLATES[organ]
+  if modality == "US":
+    min_r = 1.6 * phantom_slices.US_DEPTH[organ] / size
+    scene = template(rng, var, disease, diff.lesion_size, min_r, modality)
+    target_r = max((getattr(p.shape, "r", 0.05) for p in scene.disease
+                    if hasattr(p, "shape")), default=0.05)
+    view = M.fan_view(scene.info, rng, size, var, min(target_r, 0.3))
+    painted = paint(scene, view, rng, want_organ)
+    polar = M.form_us(painted, scene.info, rng, diff)
+    organ_mask = M.fan_mask(painted.organ) if want_organ else None
+    return M.fan_convert(polar), M.fan_mask(painted.lesion), organ_mask
+  scene = template(rng, var, disease, diff.lesion_size, 1.6 * 2.0 / size, modality)
+  center, zoom = scene.info.get("view", ((0.0, 0.0), 1.0))
+  view = M.posed_grid(rng, size, var, center=center, zoom=zoom)
+  painted = paint(scene, view, rng, want_organ)
+  img = _SLICE_FORMATION[modality](painted, scene.info, rng, diff)
+  return img, painted.lesion, painted.organ
+
+
+def render(modality: str, organ: str, disease: str, *, size: int = 64, seed: int,
+           difficulty: "float | Difficulty" = 1.0, return_masks: bool = False):
+  """Renders one MedPhantom image.
+
+  Args:
+    modality: one of `schema.MODALITIES` ("CT", "MRI", "XR", "US", "OCT").
+    organ: one of `schema.ORGANS`.
+    disease: a disease of that organ (`schema.DISEASES_BY_ORGAN[organ]`); "<organ>_normal"
+      diseases render no lesion. Any (modality, organ, disease) is valid, published or not.
+    size: output height and width, 28..224.
+    seed: non-negative integer; the image is a pure function of all arguments.
+    difficulty: a scalar (`Difficulty.from_scalar`; 1.0 = default) or a `Difficulty`.
+    return_masks: also return {"lesion": bool[size, size], "organ": bool[size, size]};
+      the lesion mask is non-empty iff the disease is not a normal one.
+
+  Returns:
+    uint8[size, size, 1], or (image, masks) with return_masks.
+  """
+  _check_combination(modality, organ, disease)
+  size, seed = _check_size(size), _check_seed(seed)
+  diff = as_difficulty(difficulty)
+  normal = is_normal(disease)
+  for attempt in range(_ATTEMPTS):
+    # A lesion that fell outside the field of view is re-drawn (deterministically), so a
+    # disease label always comes with a visible sign.
+    rng = np.random.default_rng(seed if attempt == 0 else [seed, attempt])
+    img, lesion, organ_mask = _render_once(modality, organ, disease, size, rng, diff,
+                                           return_masks)
+    if normal or lesion.any():
+      break
+  else:
+    raise RuntimeError(f"render({modality!r}, {organ!r}, {disease!r}, seed={seed}): no "
+                       f"visible lesion after {_ATTEMPTS} attempts")
+  image = _to_uint8(img)
+  if not return_masks:
+    return image
+  return image, {"lesion": lesion, "organ": organ_mask}
+
+
+def _check_findings(findings) -> tuple[str, ...]:
+  if isinstance(findings, str):
+    raise ValueError(f"findings={findings!r}: expected a sequence of finding names, not a "
+                     f"string")
+  findings = tuple(findings)
+  for f in findings:
+    if f not in schema.CHEST_FINDINGS:
+      raise ValueError(f"Unknown chest finding {f!r}; expected names from "
+                       f"{list(schema.CHEST_FINDINGS)}")
+  if len(set(findings)) != len(findings):
+    raise ValueError(f"findings={findings!r}: duplicate names")
+  return tuple(f for f in schema.CHEST_FINDINGS if f in findings)
+
+
+def render_chest_multilabel(findings: Sequence[str], *, size: int = 64, seed: int,
+                            difficulty: "float | Difficulty" = 1.0,
+                            return_masks: bool = False):
+  """Renders a PA chest radiograph with the given ChestX-ray14 findings.
+
+  Args:
+    findings: names from `schema.CHEST_FINDINGS` (empty = no finding); order is ignored.
+    size, seed, difficulty: as in `render`.
+    return_masks: also return {finding: bool[size, size]} for all 13 findings; a
+      finding's mask is non-empty iff it is in `findings`.
+
+  Returns:
+    uint8[size, size, 1], or (image, masks) with return_masks.
+  """
+  signs = _check_findings(findings)
+  size, seed = _check_size(size), _check_seed(seed)
+  diff = as_difficulty(difficulty)
+  rng = np.random.default_rng([seed, 14])  # a stream apart from render("XR", "chest", ...)
+  v = M.posed_grid(rng, size, diff.anatomy_variation, center=(0.0, -0.02))
+  path, masks, _ = chest_radiograph(v.X, v.Y, v.px, rng, diff.anatomy_variation, diff, signs)
+  image = _to_uint8(radiograph(path, rng, diff, 1.0))
+  if not return_masks:
+    return image
+  empty = np.zeros((size, size), bool)
+  return image, {f: masks.get(f, empty) for f in schema.CHEST_FINDINGS}
+
+
+# ---------------------------------------------------------------------------------------
+# Contact sheet.
+
+_COMBINATION_SETS = ("published", "all", "unpublished")
+
+
+def combinations(which: str) -> list[tuple[str, str, str]]:
+  """The (modality, organ, disease) combinations of a named set."""
+  if which not in _COMBINATION_SETS:
+    raise ValueError(f"--combinations={which!r}: expected one of {list(_COMBINATION_SETS)}")
+  every = [(m, o, d) for o in schema.ORGANS for m in schema.MODALITIES
+           for d in schema.DISEASES_BY_ORGAN[o]]
+  if which == "published":
+    return list(schema.PUBLISHED_COMBINATIONS)
+  if which == "unpublished":
+    return [c for c in every if c not in schema.PUBLISHED_COMBINATIONS]
+  return every
+
+
+def _sheet_blocks(args) -> list[tuple[str, list[np.ndarray], list[str] | None]]:
+  k, size, diff = args.per_combination, args.size, args.difficulty
+  if args.multilabel:
+    blocks = [("no finding", [render_chest_multilabel((), size=size, seed=args.seed + i,
+                                                      difficulty=diff) for i in range(k)],
+               None)]
+    for f in schema.CHEST_FINDINGS:
+      blocks.append((f, [render_chest_multilabel((f,), size=size, seed=args.seed + i,
+                                                 difficulty=diff) for i in range(k)], None))
+    rng = np.random.default_rng(args.seed)
+    for row in range(2):
+      sets = [sample_chest_findings(rng) for _ in range(k)]
+      blocks.append((f"sampled {row + 1}",
+                     [render_chest_multilabel(s, size=size, seed=args.seed + 100 + i,
+                                              difficulty=diff) for i, s in enumerate(sets)],
+                     [",".join(x[:5] for x in s) or "none" for s in sets]))
+    return blocks
+  return [(f"{m} / {o} / {d}", [render(m, o, d, size=size, seed=args.seed + i,
+                                      difficulty=diff) for i in range(k)], None)
+          for m, o, d in combinations(args.combinations)]
+
+
+def write_sheet(path: str, blocks, size: int) -> None:
+  """Lays blocks (title, images, captions) out on a grid and writes a PNG atomically."""
+  from PIL import Image, ImageDraw  # pylint: disable=g-import-not-at-top
+  scale = max(1, 128 // size)
+  cell, pad, title_h = size * scale, 6, 14
+  k = max(len(b[1]) for b in blocks)
+  cap_h = 12 if any(b[2] for b in blocks) else 0
+  bw, bh = k * (cell + 2) + pad, title_h + cell + cap_h + pad
+  ncols = max(1, min(len(blocks), int(round(np.sqrt(len(blocks) * bh / bw) * 1.4))))
+  nrows = -(-len(blocks) // ncols)
+  sheet = Image.new("L", (ncols * bw + pad, nrows * bh + pad), 24)
+  draw = ImageDraw.Draw(sheet)
+  for b, (title, images, captions) in enumerate(blocks):
+    x0, y0 = pad + (b % ncols) * bw, pad + (b // ncols) * bh
+    draw.text((x0, y0), title, fill=255)
+    for i, img in enumerate(images):
+      tile = Image.fromarray(img[..., 0]).resize((cell, cell), Image.NEAREST)
+      sheet.paste(tile, (x0 + i * (cell + 2), y0 + title_h))
+      if captions:
+        draw.text((x0 + i * (cell + 2), y0 + title_h + cell), captions[i][:cell // 6], fill=200)
+  directory = os.path.dirname(os.path.abspath(path))
+  if not os.path.isdir(directory):
+    raise ValueError(f"--sheet={path!r}: directory {directory!r} does not exist")
+  tmp = os.path.join(directory, f".{os.path.basename(path)}.tmp{os.getpid()}")
+  try:
+    sheet.save(tmp, format="PNG")
+    os.replace(tmp, path)
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  parser = argparse.ArgumentParser(prog="python -m dnh_jax.data.phantom",
+                                   description="Write a labelled MedPhantom contact sheet.")
+  parser.add_argument("--sheet", required=True, help="output PNG path")
+  parser.add_argument("--size", type=int, default=64, help=f"{MIN_SIZE}..{MAX_SIZE}")
+  parser.add_argument("--per-combination", type=int, default=4, help="examples per row")
+  parser.add_argument("--multilabel", action="store_true",
+                      help="the multi-label chest X-ray collection instead")
+  parser.add_argument("--combinations", default="published", choices=_COMBINATION_SETS)
+  parser.add_argument("--difficulty", type=float, default=1.0)
+  parser.add_argument("--seed", type=int, default=0)
+  args = parser.parse_args(argv)
+  if not 1 <= args.per_combination <= 32:
+    parser.error(f"--per-combination={args.per_combination}: expected 1..32")
+  try:
+    _check_size(args.size)
+    as_difficulty(args.difficulty)
+    blocks = _sheet_blocks(args)
+    write_sheet(args.sheet, blocks, args.size)
+  except ValueError as e:
+    parser.error(str(e))
+  print(f"wrote {args.sheet} ({sum(len(b[1]) for b in blocks)} images)")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

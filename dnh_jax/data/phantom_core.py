@@ -1,0 +1,618 @@
+"""Geometry, noise and painting primitives of the MedPhantom renderer.
+
+An organ template lives in *template coordinates*: x right, y down, the organ roughly in
+[-1, 1]^2, anterior (or superior, or the probe side) at the top. A view (CT slice, US fan,
+...) is just a pair of float32 arrays X, Y of the output grid's shape giving, for every pixel,
+the template point it shows; shapes are implicit functions evaluated on those arrays, so the
+same anatomy can be rendered through any view at any size with vectorised numpy only.
+
+Implicit functions follow one convention: `f(X, Y) < 1` inside, `f = 1` on the boundary, and
+for round shapes `f` is the squared normalised radius (so `1 - f` is the squared depth of an
+ellipsoid, which projection views use as a thickness profile).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from typing import Sequence
+
+import numpy as np
+
+F32 = np.float32
+
+
+@dataclasses.dataclass(frozen=True)
+class Difficulty:
+  """The knobs behind the scalar `difficulty` of the renderer.
+
+  Attributes:
+    noise: multiplier of each modality's acquisition noise and of the jitter of its
+      acquisition settings (CT window, MRI scaling, ultrasound gain, X-ray exposure);
+      0 = noiseless (speckle keeps half its contrast: it is tissue, not noise).
+    anatomy_variation: multiplier of the random pose (rotation, scale, shift), shape warp,
+      organ proportions and probe placement (0 = fixed pose and shapes; tissue textures
+      still vary).
+    lesion_contrast: multiplier of the property difference between a lesion and the tissue
+      it replaces (1 = textbook sign; smaller = subtler).
+    lesion_size: multiplier of lesion size (smaller = harder); lesions never drop below
+      about 1.5 pixels of radius, so a labelled lesion always stays in the image.
+  """
+
+  noise: float = 1.0
+  anatomy_variation: float = 1.0
+  lesion_contrast: float = 1.0
+  lesion_size: float = 1.0
+
+  def __post_init__(self):
+    limits = {"noise": (0.0, 5.0), "anatomy_variation": (0.0, 3.0),
+              "lesion_contrast": (0.05, 3.0), "lesion_size": (0.2, 3.0)}
+    for name, (lo, hi) in limits.items():
+      value = getattr(self, name)
+      if not isinstance(value, (int, float)) or not lo <= float(value) <= hi:
+        raise ValueError(f"Difficulty.{name}={value!r}: expected a number in [{lo}, {hi}]")
+
+  @classmethod
+  def from_scalar(cls, x: float) -> "Difficulty":
+    """One scalar to all knobs: 0 = easiest, 1 = default, larger = harder.
+
+    noise and anatomy variation grow linearly with `x`; lesion contrast and size shrink as
+    1.5 / (1 + x / 2) and 1.25 / (1 + x / 4) (both 1 at x = 1).
+    """
+    if not isinstance(x, (int, float)) or not math.isfinite(x) or not 0.0 <= x <= 3.0:
+      raise ValueError(f"difficulty={x!r}: expected a number in [0, 3]")
+    x = float(x)
+    return cls(noise=x, anatomy_variation=x, lesion_contrast=1.5 / (1.0 + 0.5 * x),
+               lesion_size=1.25 / (1.0 + 0.25 * x))
+
+
+def as_difficulty(value: "float | Difficulty") -> Difficulty:
+  """A `Difficulty` from a scalar (via `from_scalar`) or an existing `Difficulty`."""
+  if isinstance(value, Difficulty):
+    return value
+  if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
+    raise ValueError(f"difficulty={value!r}: expected a float or a Difficulty")
+  return Difficulty.from_scalar(float(value))
+
+
+# ---------------------------------------------------------------------------------------
+# Grids, blur and noise. All caches are keyed by sizes only, so randomness never hides in
+# a cache and rendering stays a pure function of the seed.
+
+
+@functools.lru_cache(maxsize=64)
+def grid(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+  """Pixel-centre coordinates in [-1, 1]: (X, Y), each float32[h, w] (read-only)."""
+  x = ((np.arange(w, dtype=F32) + 0.5) / w * 2 - 1)
+  y = ((np.arange(h, dtype=F32) + 0.5) / h * 2 - 1)
+  X, Y = np.meshgrid(x, y)
+  X.setflags(write=False)
+  Y.setflags(write=False)
+  return X, Y
+
+
+@functools.lru_cache(maxsize=512)
+def _gauss_matrix(n: int, sigma_q: int) -> tuple[np.ndarray, float]:
+  """Row-normalised Gaussian blur matrix float32[n, n] for sigma = sigma_q / 4 pixels,
+  and the std of one blurred unit white-noise sample (centre row)."""
+  sigma = sigma_q / 4.0
+  i = np.arange(n, dtype=np.float64)
+  m = np.exp(-0.5 * ((i[:, None] - i[None, :]) / sigma) ** 2)
+  m /= m.sum(axis=1, keepdims=True)
+  return m.astype(F32), float(np.sqrt((m[n // 2] ** 2).sum()))
+
+
+def blur(img: np.ndarray, sigma_y: float, sigma_x: float | None = None) -> np.ndarray:
+  """Separable Gaussian blur of float32[H, W] as two small matmuls (sigmas in pixels,
+  quantised to 1/4 px; an axis with sigma < 0.2 px is left alone)."""
+  sigma_x = sigma_y if sigma_x is None else sigma_x
+  qy, qx = int(round(sigma_y * 4)), int(round(sigma_x * 4))
+  out = img
+  if qy >= 1:
+    out = _gauss_matrix(img.shape[0], qy)[0] @ out
+  if qx >= 1:
+    out = out @ _gauss_matrix(img.shape[1], qx)[0].T
+  return out
+
+
+def smooth_noise(rng: np.random.Generator, shape: tuple[int, int], sigma_y: float,
+                 sigma_x: float | None = None) -> np.ndarray:
+  """Gaussian-correlated noise float32[H, W] with about unit variance (sigmas in px).
+
+  Blurs uniform white noise (three times cheaper to draw than normal; after the blur it
+  is Gaussian to the eye by the central limit theorem)."""
+  sigma_x = sigma_y if sigma_x is None else sigma_x
+  n = rng.random(shape, dtype=F32) - F32(0.5)
+  qy, qx = int(round(sigma_y * 4)), int(round(sigma_x * 4))
+  norm = 1.0
+  if qy >= 1:
+    my, ny = _gauss_matrix(shape[0], qy)
+    n = my @ n
+    norm *= ny
+  if qx >= 1:
+    mx, nx = _gauss_matrix(shape[1], qx)
+    n = n @ mx.T
+    norm *= nx
+  return n * F32(math.sqrt(12.0) / norm)
+
+
+@functools.lru_cache(maxsize=64)
+def _upsample_matrix(n_out: int, n_ctrl: int) -> np.ndarray:
+  """Gaussian-RBF interpolation weights float32[n_out, n_ctrl] over [-1, 1]."""
+  centers = np.linspace(-1.2, 1.2, n_ctrl)
+  x = (np.arange(n_out) + 0.5) / n_out * 2 - 1
+  w = np.exp(-0.5 * ((x[:, None] - centers[None, :]) / (2.4 / (n_ctrl - 1))) ** 2)
+  w /= np.sqrt((w ** 2).sum(axis=1, keepdims=True))
+  return w.astype(F32)
+
+
+def lowfreq(rng: np.random.Generator, shape: tuple[int, int], n_ctrl: int = 4) -> np.ndarray:
+  """A smooth field float32[H, W] of about unit std with ~n_ctrl bumps across the image
+  (bias fields, shape warps)."""
+  c = rng.standard_normal((n_ctrl, n_ctrl)).astype(F32)
+  return _upsample_matrix(shape[0], n_ctrl) @ c @ _upsample_matrix(shape[1], n_ctrl).T
+
+
+def smoothstep(t: np.ndarray) -> np.ndarray:
+  t = np.clip(t, 0.0, 1.0)
+  return t * t * (3.0 - 2.0 * t)
+
+
+# ---------------------------------------------------------------------------------------
+# Shapes: implicit functions f(X, Y), f < 1 inside.
+
+
+class Ellipse:
+  """Rotated ellipse; f is the squared normalised radius."""
+
+  __slots__ = ("cx", "cy", "a", "b", "cos", "sin", "quad")
+
+  def __init__(self, cx, cy, a, b, angle=0.0):
+    self.cx, self.cy, self.a, self.b = float(cx), float(cy), float(a), float(b)
+    self.cos, self.sin = math.cos(angle), math.sin(angle)
+    self.quad = None
+
+  def f(self, X, Y):
+    dx, dy = X - F32(self.cx), Y - F32(self.cy)
+    if self.sin:
+      dx, dy = self.cos * dx + self.sin * dy, self.cos * dy - self.sin * dx
+    return np.square(dx * F32(1 / self.a)) + np.square(dy * F32(1 / self.b))
+
+  def quadratic(self) -> np.ndarray:
+    """f as coefficients float32[6] on the basis (x^2, xy, y^2, x, y, 1)."""
+    if self.quad is None:
+      self.quad = self._quadratic()
+    return self.quad
+
+  def _quadratic(self) -> np.ndarray:
+    c, s, ia, ib = self.cos, self.sin, 1 / self.a ** 2, 1 / self.b ** 2
+    qa, qb, qc = c * c * ia + s * s * ib, 2 * c * s * (ia - ib), s * s * ia + c * c * ib
+    x, y = self.cx, self.cy
+    return np.array([qa, qb, qc, -2 * qa * x - qb * y, -qb * x - 2 * qc * y,
+                     qa * x * x + qb * x * y + qc * y * y], F32)
+
+  def bbox(self):
+    hx = math.hypot(self.a * self.cos, self.b * self.sin)
+    hy = math.hypot(self.a * self.sin, self.b * self.cos)
+    return self.cx - hx, self.cx + hx, self.cy - hy, self.cy + hy
+
+  def scaled(self, k: float, kb: float | None = None) -> "Ellipse":
+    e = Ellipse(self.cx, self.cy, self.a * k, self.b * (k if kb is None else kb))
+    e.cos, e.sin = self.cos, self.sin
+    return e
+
+  def point(self, phi: float, k: float = 1.0) -> tuple[float, float]:
+    """The point at parameter angle phi (0 = +x, pi/2 = +y, i.e. down), scaled by k."""
+    u, v = k * self.a * math.cos(phi), k * self.b * math.sin(phi)
+    return self.cx + self.cos * u - self.sin * v, self.cy + self.sin * u + self.cos * v
+
+
+def circle(cx, cy, r) -> Ellipse:
+  return Ellipse(cx, cy, r, r)
+
+
+class Blob:
+  """Star-shaped lesion outline: an ellipse whose radius varies with angle.
+
+  r(theta) = r * (1 + sum_k amp_k cos(k theta + phase_k) + spikes(theta)), where the
+  spikes are narrow peaks (spiculated margins) at irregular angles: `spikes` is
+  (count, length, sharpness (a power of two), phase, jitter) or None.
+  """
+
+  __slots__ = ("cx", "cy", "r", "sa", "cos", "sin", "harmonics", "spikes")
+
+  def __init__(self, cx, cy, r, aspect=1.0, angle=0.0, harmonics=(), spikes=None):
+    self.cx, self.cy, self.r = float(cx), float(cy), float(r)
+    self.sa = math.sqrt(aspect)
+    self.cos, self.sin = math.cos(angle), math.sin(angle)
+    self.harmonics = tuple((int(k), float(a), float(p)) for k, a, p in harmonics)
+    self.spikes = spikes  # (count, length, sharpness, phase, jitter) or None
+
+  def bbox(self):
+    extent = 1 + sum(abs(a) for _, a, _ in self.harmonics)
+    if self.spikes is not None:
+      extent += self.spikes[1]
+    h = self.r * extent * max(self.sa, 1 / self.sa)
+    return self.cx - h, self.cx + h, self.cy - h, self.cy + h
+
+  def f(self, X, Y):
+    dx, dy = X - F32(self.cx), Y - F32(self.cy)
+    u = (self.cos * dx + self.sin * dy) * F32(1 / self.sa)
+    v = (self.cos * dy - self.sin * dx) * F32(self.sa)
+    rho2 = u * u + v * v
+    if not self.harmonics and self.spikes is None:
+      return rho2 * F32(1 / self.r ** 2)
+    # Angular terms from powers of the unit complex number z = e^{i theta}: a handful of
+    # complex multiplies instead of arctan2 and cosines (several times cheaper).
+    inv = F32(1.0) / np.sqrt(rho2 + F32(1e-12))
+    z = u * inv + np.complex64(1j) * (v * inv)
+    rr = np.ones_like(rho2)
+    if self.harmonics:
+      coef = {k: a * complex(math.cos(p), math.sin(p)) for k, a, p in self.harmonics}
+      lo, hi = min(coef), max(coef)
+      poly = np.full(z.shape, np.complex64(coef[hi]))
+      for k in range(hi - 1, lo - 1, -1):
+        poly = poly * z + np.complex64(coef.get(k, 0.0))
+      rr += (poly * _cpow(z, lo)).real
+    if self.spikes is not None:
+      count, length, sharp, phase, jitter = self.spikes
+      s3 = (_cpow(z, 3) * np.complex64(complex(math.cos(1.7 * phase),
+                                               math.sin(1.7 * phase)))).imag * F32(jitter)
+      wave = (_cpow(z, count) * np.complex64(complex(math.cos(phase), math.sin(phase)))
+              * (np.cos(s3) + np.complex64(1j) * np.sin(s3))).real
+      peak = F32(0.5) + F32(0.5) * wave
+      for _ in range(int(round(math.log2(sharp)))):
+        peak = peak * peak
+      rr += F32(length) * peak
+    return rho2 / np.square(F32(self.r) * np.maximum(rr, F32(0.2)))
+
+
+def _cpow(z, n: int):
+  """z ** n for a positive integer n by repeated squaring (complex64 stays complex64)."""
+  out, base = None, z
+  while n:
+    if n & 1:
+      out = base if out is None else out * base
+    n >>= 1
+    if n:
+      base = base * base
+  return out
+
+
+class Capsule:
+  """Segment (x0, y0)-(x1, y1) thickened to half-width w; f = (distance / w)^2."""
+
+  __slots__ = ("x0", "y0", "dx", "dy", "inv_l2", "w")
+
+  def __init__(self, x0, y0, x1, y1, w):
+    self.x0, self.y0, self.w = float(x0), float(y0), float(w)
+    self.dx, self.dy = float(x1 - x0), float(y1 - y0)
+    self.inv_l2 = 1.0 / max(self.dx ** 2 + self.dy ** 2, 1e-12)
+
+  def bbox(self):
+    x1, y1 = self.x0 + self.dx, self.y0 + self.dy
+    return (min(self.x0, x1) - self.w, max(self.x0, x1) + self.w,
+            min(self.y0, y1) - self.w, max(self.y0, y1) + self.w)
+
+  def f(self, X, Y):
+    px, py = X - F32(self.x0), Y - F32(self.y0)
+    t = np.clip((px * F32(self.dx) + py * F32(self.dy)) * F32(self.inv_l2), 0.0, 1.0)
+    return (np.square(px - t * F32(self.dx)) + np.square(py - t * F32(self.dy))) * F32(
+        1 / self.w ** 2)
+
+
+class HalfPlane:
+  """Points with nx * x + ny * y < c (f crosses 1 steeply at the line)."""
+
+  __slots__ = ("nx", "ny", "c")
+
+  def __init__(self, nx, ny, c):
+    n = math.hypot(nx, ny)
+    self.nx, self.ny, self.c = nx / n, ny / n, float(c)
+
+  def f(self, X, Y):
+    return F32(1.0) + (F32(self.nx) * X + F32(self.ny) * Y - F32(self.c)) * F32(20.0)
+
+
+def _columns(X):
+  """X itself, or its first row when X is constant down the columns (a broadcast row):
+  layer curves then cost one row instead of a whole image."""
+  return X[:1] if X.strides[0] == 0 else X
+
+
+class Below:
+  """Points below a curve y = curve(x) (a layer whose top boundary is the curve)."""
+
+  __slots__ = ("curve",)
+
+  def __init__(self, curve):
+    self.curve = curve
+
+  def f(self, X, Y):
+    return F32(1.0) + (self.curve(_columns(X)) - Y) * F32(20.0)
+
+
+class Band:
+  """Points between two curves, top(x) < y < bottom(x)."""
+
+  __slots__ = ("top", "bottom")
+
+  def __init__(self, top, bottom):
+    self.top, self.bottom = top, bottom
+
+  def f(self, X, Y):
+    x = _columns(X)
+    return F32(1.0) + np.maximum(self.top(x) - Y, Y - self.bottom(x)) * F32(20.0)
+
+
+# ---------------------------------------------------------------------------------------
+# Scene: anatomy primitives painted in order into an integer tissue map, then disease
+# primitives (remembering the map before them, so lesion contrast can be scaled).
+
+
+@dataclasses.dataclass
+class Prim:
+  """Paint `tissue` where shape.f < 1, optionally only over `within` tissues and inside
+  `clip`. Disease prims with lesion=True add to the lesion mask."""
+
+  shape: object
+  tissue: int
+  within: Sequence[int] | None = None
+  clip: object | None = None
+  lesion: bool = False
+
+
+@dataclasses.dataclass
+class Pattern:
+  """A texture painted as tissue: ridges (|n| < a: thin line networks), spots (n > a:
+  round islands) or noisy (shape.f < a + b * n: an irregular-edged region), where n is
+  unit smooth noise of correlation length `sigma` (template units)."""
+
+  tissue: int
+  mode: str
+  sigma: float
+  a: float
+  b: float = 0.0
+  shape: object | None = None
+  within: Sequence[int] | None = None
+  lesion: bool = False
+
+
+@dataclasses.dataclass
+class Soft:
+  """Partial replacement (ground glass, haze): weight `strength` inside shape, fading
+  over `edge` (in units of f) outside `1 - edge`; applied to tissue properties, not labels."""
+
+  shape: object
+  tissue: int
+  strength: float
+  edge: float = 0.6
+  within: Sequence[int] | None = None
+  lesion: bool = True
+  noise: float = 0.0  # patchiness: relative modulation of the weight by smooth noise
+
+
+@dataclasses.dataclass
+class Scene:
+  """An organ template instance (anatomy + disease) in template coordinates."""
+
+  anatomy: list
+  disease: list
+  organ: list                      # shapes whose union is the organ mask
+  background: int = 0              # tissue of unpainted template space
+  warp: tuple = ()                 # mass-effect displacements (cx, cy, amount, sigma)
+  info: dict = dataclasses.field(default_factory=dict)  # landmarks for views
+
+
+@dataclasses.dataclass
+class Painted:
+  """A scene painted on a view grid (all arrays of the view's shape)."""
+
+  base: np.ndarray                 # int tissue map without the disease
+  labels: np.ndarray               # int tissue map with the disease
+  softs: list                      # (tissue, weight float32 map, is_lesion)
+  lesion: np.ndarray               # bool lesion mask
+  organ: np.ndarray | None         # bool organ mask (when asked)
+
+
+class View:
+  """Output grid in template coordinates: X, Y float32[H, W], px template units per pixel.
+
+  With `affine = (r0, rx, ry, c0, cx, cy)` (pixel row = r0 + rx x + ry y, column likewise)
+  or a fan's `polar = (apex_x, apex_y, ux, uy, r0, depth, half_angle)`, painting evaluates
+  each small shape only inside its bounding box, several times faster than whole images.
+  `margin` (template units) pads every box for displacements the map does not know about
+  (smooth warps).
+  """
+
+  def __init__(self, X, Y, px, affine=None, margin=0.0, polar=None):
+    self.X, self.Y, self.px = X, Y, px
+    self.affine, self.margin, self.polar = affine, margin, polar
+    # Template box the view can see: shapes outside it are skipped without any array work.
+    self.tbox = (float(X.min()), float(X.max()), float(Y.min()), float(Y.max()))
+
+  def window(self, bbox, extra: float = 0.0, multiple: int = 1):
+    """(rows, cols) slices covering template box bbox, None = everything, False = none.
+
+    With multiple > 1 the window's sides are rounded up to multiples of it (bounded
+    shapes of noise fields keep the blur-matrix cache small)."""
+    if bbox is None or (self.affine is None and self.polar is None):
+      return None
+    h, w = self.X.shape
+    m = self.margin + extra
+    x0, x1, y0, y1 = bbox[0] - m, bbox[1] + m, bbox[2] - m, bbox[3] + m
+    tb = self.tbox
+    if x1 < tb[0] or x0 > tb[1] or y1 < tb[2] or y0 > tb[3]:
+      return False
+    if self.affine is not None:
+      r0, rx, ry, c0, cx, cy = self.affine
+      mx, my, hx, hy = (x0 + x1) * 0.5, (y0 + y1) * 0.5, (x1 - x0) * 0.5, (y1 - y0) * 0.5
+      rm, rh = r0 + rx * mx + ry * my, abs(rx) * hx + abs(ry) * hy + 1.5
+      cm, ch = c0 + cx * mx + cy * my, abs(cx) * hx + abs(cy) * hy + 1.5
+      rows, cols = (rm - rh, rm + rh), (cm - ch, cm + ch)
+    else:
+      ax, ay, ux, uy, r0, depth, half = self.polar
+      if x0 <= ax <= x1 and y0 <= ay <= y1:
+        return None
+      dmin = math.hypot(min(max(ax, x0), x1) - ax, min(max(ay, y0), y1) - ay)
+      if dmin > r0 + depth:
+        return False
+      corners = ((x0 - ax, y0 - ay), (x0 - ax, y1 - ay), (x1 - ax, y0 - ay), (x1 - ax, y1 - ay))
+      dmax = math.sqrt(max(dx * dx + dy * dy for dx, dy in corners))
+      phis = [math.atan2(uy * dx - ux * dy, ux * dx + uy * dy) for dx, dy in corners]
+      if max(phis) - min(phis) > math.pi:  # the box straddles the backward direction
+        return None
+      rows = ((dmin - r0) / depth * h - 1.5, (dmax - r0) / depth * h + 1.5)
+      cols = ((min(phis) + half) / (2 * half) * w - 1.5,
+              (max(phis) + half) / (2 * half) * w + 1.5)
+    ra, rb = max(int(rows[0]), 0), min(int(math.ceil(rows[1])) + 1, h)
+    ca, cb = max(int(cols[0]), 0), min(int(math.ceil(cols[1])) + 1, w)
+    if ra >= rb or ca >= cb:
+      return False
+    if multiple > 1:
+      ra, rb = _round_span(ra, rb, h, multiple)
+      ca, cb = _round_span(ca, cb, w, multiple)
+    return slice(ra, rb), slice(ca, cb)
+
+
+def _round_span(a, b, n, multiple):
+  length = min(-(-(b - a) // multiple) * multiple, n)
+  a = min(a, n - length)
+  return a, a + length
+
+
+def _mass_effect(X, Y, warp):
+  """Pushes sampled anatomy away from lesion centres (displaced midline, ventricles)."""
+  for cx, cy, amount, sigma in warp:
+    dx, dy = X - F32(cx), Y - F32(cy)
+    g = F32(amount) * np.exp((dx * dx + dy * dy) * F32(-0.5 / sigma ** 2))
+    X, Y = X - g * dx, Y - g * dy
+  return X, Y
+
+
+@functools.lru_cache(maxsize=256)
+def _allowed_table(within: tuple) -> np.ndarray:
+  table = np.zeros(64, bool)
+  table[list(within)] = True
+  return table
+
+
+def _allowed(within) -> np.ndarray:
+  """bool[64] lookup table: True for the tissues in `within`."""
+  return _allowed_table(tuple(within))
+
+
+def _bbox(shape):
+  return getattr(shape, "bbox", lambda: None)() if shape is not None else None
+
+
+def quadratic_basis(X: np.ndarray, Y: np.ndarray) -> np.ndarray:
+  """float32[6, H, W] basis (x^2, xy, y^2, x, y, 1): an ellipse is then one small matmul
+  (per-call overhead, not arithmetic, dominates painting at 64 px)."""
+  X, Y = np.broadcast_arrays(X, Y)
+  return np.stack([X * X, X * Y, Y * Y, X, Y, np.ones_like(X)]).astype(F32)
+
+
+def _paint_list(prims, X, Y, view, extra, labels, rng, lesion, softs, basis):
+  px = view.px
+  for p in prims:
+    noisy = isinstance(p, Pattern) or (isinstance(p, Soft) and p.noise)
+    win = view.window(_bbox(p.shape), extra, 16 if noisy else 1)
+    if win is False:
+      continue
+    if win is None:
+      Xs, Ys, lab, les, B = X, Y, labels, lesion, basis
+    else:
+      Xs, Ys, lab, les = X[win], Y[win], labels[win], lesion[win]
+      B = basis[:, win[0], win[1]]
+    if isinstance(p, Prim):
+      if type(p.shape) is Ellipse:
+        m = (p.shape.quadratic() @ B.reshape(6, -1)).reshape(lab.shape) < 1
+      else:
+        m = p.shape.f(Xs, Ys) < 1
+      if p.clip is not None:
+        m &= p.clip.f(Xs, Ys) < 1
+    elif isinstance(p, Pattern):
+      n = smooth_noise(rng, lab.shape, max(p.sigma / px, 0.3))
+      if p.mode == "ridges":
+        m = np.abs(n) < p.a
+      elif p.mode == "spots":
+        m = n > p.a
+      elif p.mode == "noisy":
+        m = p.shape.f(Xs, Ys) < p.a + p.b * n
+      else:
+        raise ValueError(f"Pattern.mode={p.mode!r}: expected ridges, spots or noisy")
+      if p.mode != "noisy" and p.shape is not None:
+        m &= p.shape.f(Xs, Ys) < 1
+    elif isinstance(p, Soft):
+      f = p.shape.f(Xs, Ys)
+      w = smoothstep((F32(1.0) - f) * F32(1.0 / p.edge)) * F32(p.strength)
+      if p.noise:
+        w *= np.clip(1.0 + p.noise * smooth_noise(rng, lab.shape, max(0.05 / px, 0.5)), 0, 2)
+        w = np.minimum(w, 1.0)
+      if p.within is not None:
+        w *= _allowed(p.within)[lab]
+      if win is not None:
+        full = np.zeros(labels.shape, F32)
+        full[win] = w
+        w_full = full
+      else:
+        w_full = w
+      softs.append((p.tissue, w_full, p.lesion))
+      if p.lesion:
+        les |= w > 0.3 * p.strength
+      continue
+    else:
+      raise TypeError(f"Unknown primitive {p!r}")
+    if p.within is not None:
+      m &= _allowed(p.within)[lab]
+    lab[m] = p.tissue
+    if p.lesion:
+      les |= m
+
+
+def paint(scene: Scene, view: View, rng: np.random.Generator,
+          want_organ: bool = False) -> Painted:
+  """Paints `scene` on `view`; all outputs have the view's shape."""
+  X, Y = view.X, view.Y
+  if scene.warp:
+    Xa, Ya = _mass_effect(X, Y, scene.warp)
+    extra = max(a * s * 0.7 for _, _, a, s in scene.warp)
+  else:
+    Xa, Ya, extra = X, Y, 0.0
+  labels = np.full(X.shape, scene.background, np.int8)
+  lesion = np.zeros(X.shape, bool)
+  softs: list = []
+  basis = quadratic_basis(Xa, Ya)
+  _paint_list(scene.anatomy, Xa, Ya, view, extra, labels, rng, lesion, softs, basis)
+  base = labels.copy()
+  if Xa is not X:
+    basis = quadratic_basis(X, Y)
+  _paint_list(scene.disease, X, Y, view, 0.0, labels, rng, lesion, softs, basis)
+  organ = None
+  if want_organ:
+    organ = np.zeros(X.shape, bool)
+    for s in scene.organ:
+      organ |= s.f(Xa, Ya) < 1
+  return Painted(base, labels, softs, lesion, organ)
+
+
+def tissue_map(column: np.ndarray, painted: Painted, contrast: float) -> np.ndarray:
+  """Per-pixel property float32[H, W] from a per-tissue property column, with the disease
+  blended in at `contrast` (1 = full lesion property, 0.5 = halfway to the background)."""
+  base = column[painted.base]
+  if painted.labels is painted.base:
+    out = base
+  else:
+    out = base + F32(contrast) * (column[painted.labels] - base)
+  for tissue, w, is_lesion in painted.softs:
+    k = F32(contrast) if is_lesion else F32(1.0)
+    out = out + k * w * (column[tissue] - out)
+  return out
+
+
+def rand_harmonics(rng: np.random.Generator, amp: float, orders=(2, 3, 4, 5)) -> list:
+  """Random radial harmonics (order, amplitude, phase) for `Blob`, amplitude ~ amp / k."""
+  return [(k, amp * rng.uniform(0.5, 1.2) / (k / 2.0), rng.uniform(0, 2 * np.pi))
+          for k in orders]
