@@ -115,7 +115,9 @@ def evaluate_codes(query_codes, query_labels, gallery_codes, gallery_labels, *,
   glab = check_labels(schema, gallery_labels, gp.shape[0], "gallery_labels")
   rule = get_relevance(relevance, schema)
   max_gain = int(rule.max_gain(schema))
-  terms, max_distance = distance_terms(gp.shape[1], segments, weights)
+  _, max_distance = distance_terms(gp.shape[1], segments, weights)
+  if segments is None:
+    max_distance = bits  # unused high bits are 0 in every code
   dtype = _distance_dtype(max_distance)
   num_q, n = qp.shape[0], gp.shape[0]
   cut = {int(k): M._cutoff(k, n) for k in ks}  # reported name -> effective cutoff
