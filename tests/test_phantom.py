@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from dnh_jax.data import phantom
-from dnh_jax.data import phantom_core as C
+from dnh_jax.data import phantom_paint as C
 from dnh_jax.data import phantom_modalities as M
 from dnh_jax.data import phantom_oct
 from dnh_jax.data import phantom_slices

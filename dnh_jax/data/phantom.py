@@ -29,8 +29,9 @@ from dnh_jax.data import phantom_modalities as M
 from dnh_jax.data import phantom_slices
 from dnh_jax.data import schema
 from dnh_jax.data.phantom_chest import chest_radiograph, sample_chest_findings
-from dnh_jax.data.phantom_core import Difficulty, as_difficulty, paint
+from dnh_jax.data.phantom_core import Difficulty, as_difficulty
 from dnh_jax.data.phantom_oct import oct_grid, oct_scene
+from dnh_jax.data.phantom_paint import paint
 from dnh_jax.data.phantom_projection import PROJECTIONS, radiograph
 
 __all__ = ["Difficulty", "render", "render_chest_multilabel", "sample_chest_findings",
@@ -82,8 +83,7 @@ def _render_once(modality, organ, disease, size, rng, diff: Difficulty, want_org
   if modality == "XR":
     if organ == "chest":
       v = M.posed_grid(rng, size, var, center=(0.0, -0.02), zoom=1.0)
-      path, masks, lungs = chest_radiograph(v.X, v.Y, v.px, rng, var, diff,
-                                            _XR_CHEST_SIGNS[disease])
+      path, masks, lungs = chest_radiograph(v, rng, var, diff, _XR_CHEST_SIGNS[disease])
       lesion = np.zeros((size, size), bool)
       for m in masks.values():
         lesion |= m
@@ -188,7 +188,7 @@ def render_chest_multilabel(findings: Sequence[str], *, size: int = 64, seed: in
   diff = as_difficulty(difficulty)
   rng = np.random.default_rng([seed, 14])  # a stream apart from render("XR", "chest", ...)
   v = M.posed_grid(rng, size, diff.anatomy_variation, center=(0.0, -0.02))
-  path, masks, _ = chest_radiograph(v.X, v.Y, v.px, rng, diff.anatomy_variation, diff, signs)
+  path, masks, _ = chest_radiograph(v, rng, diff.anatomy_variation, diff, signs)
   image = _to_uint8(radiograph(path, rng, diff, 1.0))
   if not return_masks:
     return image

@@ -22,9 +22,9 @@ from typing import Sequence
 import numpy as np
 
 from dnh_jax.data import schema
-from dnh_jax.data.phantom_core import (F32, Blob, Capsule, Difficulty, Ellipse, HalfPlane,
-                                       circle, rand_harmonics, smooth_noise, smoothstep)
-from dnh_jax.data.phantom_projection import dome
+from dnh_jax.data.phantom_core import (Blob, Capsule, Difficulty, Ellipse, F32, HalfPlane, circle,
+                                       clip01, cpow, rand_harmonics, smooth_noise, smoothstep)
+from dnh_jax.data.phantom_paint import View, add_dome, dome, field
 
 _PI = math.pi
 
@@ -83,6 +83,10 @@ class _Lung(Ellipse):
     dy = (Y - F32(self.cy)) * F32(1 / self.b)
     width = F32(self.a) * np.maximum(F32(1.0) + F32(self.taper) * dy, F32(0.3))
     return np.square((X - F32(self.cx)) / width) + np.square(dy)
+
+  def bbox(self):
+    hx = self.a * (1 + self.taper)
+    return self.cx - hx, self.cx + hx, self.cy - self.b, self.cy + self.b
 
   def scaled(self, k, kb=None):
     return _Lung(self.cx, self.cy, self.a * k, self.b * (k if kb is None else kb), self.taper)
@@ -149,7 +153,7 @@ def _lung_point(lung, rng, rmin=0.1, rmax=0.6, ymin=-0.6, ymax=0.6):
 
 def _signs(name, ctx):
   """One finding -> (opacity, extra path, mask) fields; opacity replaces lung air."""
-  X, Y, rng, th, c, lsz, min_r, px, lung_in = ctx
+  X, Y, rng, th, c, lsz, min_r, px, lung_in, F, patchy = ctx
   R = lambda lo, hi: max(rng.uniform(lo, hi) * lsz, min_r)
   zero = F32(0.0)
   side = int(rng.integers(2))
@@ -160,17 +164,17 @@ def _signs(name, ctx):
     y = th.dia_top[i] - rng.uniform(0.06, 0.2)
     x0 = lung.cx - lung.a * rng.uniform(0.3, 0.6)
     x1 = lung.cx + lung.a * rng.uniform(0.3, 0.6)
-    f = Capsule(x0, y + rng.normal(0, 0.03), x1, y + rng.normal(0, 0.03),
-                max(rng.uniform(0.02, 0.035) * lsz, min_r * 0.8)).f(X, Y)
+    f = F(Capsule(x0, y + rng.normal(0, 0.03), x1, y + rng.normal(0, 0.03),
+                  max(rng.uniform(0.02, 0.035) * lsz, min_r * 0.8)))
     return F32(0.9) * _soft(f, 0.6), zero, (f < 1) & lung_in
   if name == "cardiomegaly":
-    f = th.heart.f(X, Y)
+    f = F(th.heart)
     return zero, F32(0.15) * dome(f), f < 1
   if name in ("effusion", "covid_effusion"):
     op, mask = zero, np.zeros(X.shape, bool)
     for i in ([side] if rng.random() < 0.6 else [0, 1]):
       lung = th.lungs[i]
-      q = np.clip((X - F32(lung.cx)) * F32((1 if i else -1) / lung.a), -1, 1)
+      q = np.minimum(np.maximum((X - F32(lung.cx)) * F32((1 if i else -1) / lung.a), -1), 1)
       h = max(rng.uniform(0.1, 0.3) * (0.5 + 0.5 * c), 2.5 * min_r)
       top = th.diaphragm(i, X) - F32(h) * (F32(0.35) + F32(0.65) * np.power(
           (q + 1) * 0.5, 1.5)) - F32(0.02)
@@ -189,10 +193,9 @@ def _signs(name, ctx):
         ctr, strength = lung.point(phi, rng.uniform(0.6, 0.75)), rng.uniform(0.3, 0.45)
       else:
         ctr, strength = _lung_point(lung, rng), rng.uniform(0.3, 0.5)
-      f = Blob(*ctr, R(0.12, 0.2), rng.uniform(0.6, 1.2), rng.uniform(0, 3),
-               rand_harmonics(rng, 0.25)).f(X, Y)
-      w = _soft(f, 1.0) * F32(strength) * np.clip(
-          1 + 0.5 * smooth_noise(rng, X.shape, max(0.04 / px, 0.6)), 0, 2)
+      f = F(Blob(*ctr, R(0.12, 0.2), rng.uniform(0.6, 1.2), rng.uniform(0, 3),
+                 rand_harmonics(rng, 0.25)))
+      w = _soft(f, 1.0) * F32(strength) * np.maximum(F32(1.0) + F32(0.5) * patchy(), 0)
       op = np.maximum(op, np.minimum(w, 1.0) * lung_in)
       mask |= (f < 0.6) & lung_in
     return op, zero, mask
@@ -206,10 +209,10 @@ def _signs(name, ctx):
                      rand_harmonics(rng, 0.06, (2, 3, 5)))
       else:
         shape = circle(*ctr, R(0.03, 0.05))
-      f = shape.f(X, Y)
+      f = F(shape)
       d = dome(f)
-      op = np.maximum(op, np.minimum(F32(1.6) * d, 1.0))
-      extra = extra + F32(0.12) * d
+      op = np.maximum(op, np.minimum(F32(1.4) * d, F32(0.85)))
+      extra = extra + F32(0.04) * d
       mask |= f < 1
     return op, extra, mask
   if name in ("pneumonia", "consolidation", "lobar"):
@@ -217,9 +220,9 @@ def _signs(name, ctx):
     y_cut = lung.cy + rng.uniform(-0.15, 0.1) * lung.b
     if name == "pneumonia":
       ctr = _lung_point(lung, rng, 0.2, 0.5, 0.0 if lower else -0.6, 0.6 if lower else 0.0)
-      f = Blob(*ctr, R(0.14, 0.22), rng.uniform(0.8, 1.2), 0.0, rand_harmonics(rng, 0.3)).f(X, Y)
+      f = F(Blob(*ctr, R(0.14, 0.22), rng.uniform(0.8, 1.2), 0.0, rand_harmonics(rng, 0.3)))
       op = _soft(f, 0.9) * F32(rng.uniform(0.55, 0.75))
-      op = op * np.clip(1 + 0.4 * smooth_noise(rng, X.shape, max(0.04 / px, 0.6)), 0, 1.5)
+      op = op * np.minimum(np.maximum(F32(1.0) + F32(0.4) * patchy(), 0), F32(1.5))
       mask = f < 0.6
     else:
       cut = HalfPlane(0.15 * (1 if side else -1), -1.0 if lower else 1.0,
@@ -234,91 +237,99 @@ def _signs(name, ctx):
     shrunk = Ellipse(lung.cx - (lung.a * (1 - k)) * (0.6 if side else -0.6),
                      lung.cy + lung.b * (1 - k) * 0.5, lung.a * k, lung.b * k, 0.0)
     fs = shrunk.f(X, Y)
-    region = lung_in & (fs >= 1) & (lung.f(X, Y) < 1)
+    region = lung_in & (fs >= 1) & (th.lung_f[side] < 1)
     if not region.any():
-      region = lung_in & (lung.f(X, Y) > 0.8)
+      region = lung_in & (th.lung_f[side] > 0.8)
     line = F32(0.12) * np.exp(-np.square((fs - F32(1.0)) * F32(12.0))) * lung_in
-    return -F32(0.35) * region, line, region
+    return -F32(0.2) * region, line, region
   if name == "edema":
     op, mask = zero, np.zeros(X.shape, bool)
     strength = rng.uniform(0.35, 0.55)
     for i, lung in enumerate(th.lungs):
       hx = lung.cx * 0.45
-      f = Blob(hx, lung.cy + 0.15, R(0.25, 0.32), 0.75, 0.0, rand_harmonics(rng, 0.15)).f(X, Y)
+      f = F(Blob(hx, lung.cy + 0.15, R(0.25, 0.32), 0.75, 0.0, rand_harmonics(rng, 0.15)))
       op = np.maximum(op, _soft(f, 0.9) * F32(strength) * lung_in)
       mask |= (f < 0.55) & lung_in
     return op, zero, mask
   if name == "emphysema":
-    return -F32(0.3) * lung_in, zero, lung_in
+    return -F32(0.2) * lung_in, zero, lung_in
   if name == "fibrosis":
     n = smooth_noise(rng, X.shape, max(0.025 / px, 0.5))
     net = np.exp(-np.square(n * F32(1 / 0.3)))
     upper = rng.random() < 0.3
     region = np.zeros(X.shape, bool)
-    for lung in th.lungs:
-      f = lung.f(X, Y)
+    for lung, f in zip(th.lungs, th.lung_f):
       zone = (Y - lung.cy) * F32(-1 if upper else 1) > F32(-0.1 * lung.b)
       region |= (f > 0.35) & (f < 1) & zone
     region &= lung_in
     return F32(0.4) * net * region, F32(0.12) * net * region, region
   if name == "pleural_thickening":
-    t = max(rng.uniform(0.03, 0.05) * lsz, min_r)
-    f = lung.f(X, Y)
+    t = max(rng.uniform(0.04, 0.07) * lsz, min_r)
+    f = th.lung_f[side]
     band = lung_in & (f > (1 - t / lung.a) ** 2) & (
         (X - F32(lung.cx)) * F32(1 if side else -1) > F32(0.2 * lung.a))
     if not band.any():
       band = lung_in & (f > 0.8)
-    return F32(0.8) * band, zero, band
+    return F32(0.85) * band, F32(0.08) * band, band
   raise ValueError(f"Unknown chest finding {name!r}; expected one of {schema.CHEST_FINDINGS}")
 
 
-def chest_radiograph(X, Y, px, rng, var, diff: Difficulty, signs: Sequence[str]):
+def chest_radiograph(view: View, rng, var, diff: Difficulty, signs: Sequence[str]):
   """PA chest radiograph path map with the given signs.
 
   Returns (path float32[H, W], {sign: bool mask}, lung mask). Signs are the 13 findings
   of `schema.CHEST_FINDINGS` plus "covid" (bilateral peripheral ground glass) and "lobar"
   (lobar consolidation, the single-label pneumonia).
   """
+  X, Y, px = view.X, view.Y, view.px
   c, lsz = diff.lesion_contrast, diff.lesion_size
   min_r = 1.6 * px
   th = _Thorax(rng, var, set(signs), c)
+  F = lambda shape: field(view, shape)
+  cache = {}
+
+  def patchy():  # one patchiness field shared by all airspace opacities of the image
+    if "n" not in cache:
+      cache["n"] = smooth_noise(rng, X.shape, max(0.04 / px, 0.6))
+    return cache["n"]
+
   lung_in = np.zeros(X.shape, bool)
   air = F32(0.0)
-  for i, lung in enumerate(th.lungs):
+  th.lung_f = [lung.f(X, Y) for lung in th.lungs]
+  for i, f in enumerate(th.lung_f):
     dia = th.diaphragm(i, X)
-    inside = (lung.f(X, Y) < 1) & (Y < dia)
-    lung_in |= inside
-    air = air + np.power(dome(lung.f(X, Y)), F32(0.7)) * smoothstep((dia - Y) * F32(1 / 0.03))
-  air = air * (F32(1.0) - F32(0.92) * _soft(th.heart.f(X, Y), 0.12))
-  air = air * (F32(1.0) - _soft(circle(0.14, -0.4, 0.075).f(X, Y), 0.3))
-  ctx = (X, Y, rng, th, c, lsz, min_r, px, lung_in)
+    lung_in |= (f < 1) & (Y < dia)
+    air = air + np.power(dome(f), F32(0.7)) * smoothstep((dia - Y) * F32(1 / 0.03))
+  air = air * (F32(1.0) - F32(0.92) * _soft(F(th.heart), 0.12))
+  air = air * (F32(1.0) - _soft(F(circle(0.14, -0.4, 0.075)), 0.3))
+  ctx = (X, Y, rng, th, c, lsz, min_r, px, lung_in, F, patchy)
   opacity, extra, masks = F32(0.0), F32(0.0), {}
   lucency = F32(0.0)
   for name in signs:
     op, ex, mask = _signs(name, ctx)
     if not mask.any():  # a sign always lands somewhere visible (label fidelity)
-      mask = (th.lungs[0].f(X, Y) < 0.2) & lung_in
+      mask = (th.lung_f[0] < 0.2) & lung_in
     masks[name] = mask
     if name in ("pneumothorax", "emphysema"):
       lucency = lucency - F32(c) * op
       extra = extra + ex
     else:
-      opacity = 1 - (1 - opacity) * (1 - F32(c) * np.clip(op, 0, 1))
+      opacity = 1 - (1 - opacity) * (1 - F32(c) * clip01(op))
       extra = extra + F32(c) * ex
   P = F32(1.5) * dome(Ellipse(0, 0.3, 1.2, 1.5).f(X, Y))
-  P = P + F32(0.12) * dome(th.heart.f(X, Y))
+  add_dome(P, view, th.heart, 0.12)
   for s in (-1, 1):
-    P = P + F32(0.7) * dome(Ellipse(s * 0.98, -0.88, 0.5, 0.38).f(X, Y))
-    P = P + F32(0.2) * dome(circle(s * 1.06, -0.78, 0.17).f(X, Y))
-    P = P + F32(0.35) * dome(Capsule(s * 0.08, -0.74, s * 0.66, -0.9, 0.035).f(X, Y))
-    P = P + F32(0.2) * dome(Ellipse(s * 0.17, -0.08, 0.08, 0.14).f(X, Y))
-  P = P + F32(0.35) * dome(Ellipse(0, -0.3, 0.16, 0.75).f(X, Y))
+    add_dome(P, view, Ellipse(s * 0.98, -0.88, 0.5, 0.38), 0.7)
+    add_dome(P, view, circle(s * 1.06, -0.78, 0.17), 0.2)
+    add_dome(P, view, Capsule(s * 0.08, -0.74, s * 0.66, -0.9, 0.035), 0.35)
+    add_dome(P, view, Ellipse(s * 0.17, -0.08, 0.08, 0.14), 0.2)
+  add_dome(P, view, Ellipse(0, -0.3, 0.16, 0.75), 0.35)
   ax = np.abs(X)
   P = P + F32(0.2) * np.sqrt(np.maximum(1 - np.square(ax * F32(1 / 0.075)), 0)) * (
       F32(1.0) + F32(0.2) * np.cos(Y * F32(2 * _PI / 0.13)))
   trach = np.sqrt(np.maximum(1 - np.square((X - F32(0.01)) * F32(1 / 0.035)), 0))
   P = P - F32(0.3) * trach * smoothstep((F32(-0.3) - Y) * F32(20))
-  P = P - F32(0.25) * dome(Ellipse(0.32, th.dia_top[1] + 0.2, 0.09, 0.05).f(X, Y))
+  add_dome(P, view, Ellipse(0.32, th.dia_top[1] + 0.2, 0.09, 0.05), -0.25)
   # Posterior ribs rise from the spine and bend down at the lateral chest wall; anterior
   # ribs (fainter) slope down toward the sternum.
   y0, spacing, bend = th.ribs
@@ -331,15 +342,19 @@ def chest_radiograph(X, Y, px, rng, var, diff: Difficulty, signs: Sequence[str])
   t2 = v2 - np.floor(v2)
   P = P + F32(0.08) * np.sin(np.minimum(t2 * F32(1 / 0.3), 1) * F32(_PI)) * cage * (
       ax > 0.15) * (v2 > 0) * (v2 < 6)
-  # Vascular markings radiate from the hila and fade toward the periphery.
-  wob = smooth_noise(rng, X.shape, max(0.06 / px, 0.6))
+  # Vascular markings radiate from the hila (22 wobbly spokes each, cos(22 theta + wobble)
+  # from powers of the unit complex number, no arctan2) and fade toward the periphery.
+  wob = smooth_noise(rng, X.shape, max(0.06 / px, 0.6)) * F32(0.5 * _PI)
+  turn = np.cos(wob) + np.complex64(1j) * np.sin(wob)
   markings = F32(0.0)
   for l in th.lungs:
     dx, dy = X - F32(l.cx * 0.45), Y + F32(0.05)
     rho = np.sqrt(dx * dx + dy * dy)
-    u = np.arctan2(dy, dx) * F32(11 / _PI) + F32(0.5) * wob
-    d = np.abs(u - np.round(u))
-    markings = markings + np.exp(-np.square(d * F32(1 / 0.13))) * np.exp(-rho * F32(2.2))
+    z = (dx + np.complex64(1j) * dy) / (rho + F32(1e-6))
+    spokes = F32(0.5) + F32(0.5) * (cpow(z, 22) * turn).real
+    for _ in range(4):
+      spokes = spokes * spokes
+    markings = markings + spokes * np.exp(-rho * F32(2.2))
   if "emphysema" in signs:
     markings = markings * F32(0.4)
   ptx = masks.get("pneumothorax", None)
@@ -348,5 +363,5 @@ def chest_radiograph(X, Y, px, rng, var, diff: Difficulty, signs: Sequence[str])
   aerated = air * (1 - opacity)
   P = P - F32(1.05) * aerated * (F32(1.0) + lucency) + F32(0.25) * markings * aerated + extra
   if ptx is not None:
-    P = P - F32(0.2) * ptx
+    P = P - F32(0.08) * ptx
   return P, masks, lung_in

@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from typing import Sequence
 
 import numpy as np
 
@@ -103,6 +102,25 @@ def _gauss_matrix(n: int, sigma_q: int) -> tuple[np.ndarray, float]:
   return m.astype(F32), float(np.sqrt((m[n // 2] ** 2).sum()))
 
 
+# OpenBLAS runs a GEMM on several threads once m * n * k reaches 4 * 65536; for the small
+# blur matrices here that costs 10-20x more CPU than one thread (far worse on a busy
+# machine), so bigger products are split into row blocks that each stay single-threaded.
+_GEMM_SINGLE_THREAD = 4 * 65536
+
+
+def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+  """a @ b for 2-D float32 arrays, in row blocks small enough for single-threaded BLAS."""
+  m, k = a.shape
+  n = b.shape[1]
+  if m * n * k < _GEMM_SINGLE_THREAD:
+    return a @ b
+  rows = max(1, (_GEMM_SINGLE_THREAD - 1) // (n * k))
+  out = np.empty((m, n), np.result_type(a, b))
+  for i in range(0, m, rows):
+    np.matmul(a[i:i + rows], b, out=out[i:i + rows])
+  return out
+
+
 def blur(img: np.ndarray, sigma_y: float, sigma_x: float | None = None) -> np.ndarray:
   """Separable Gaussian blur of float32[H, W] as two small matmuls (sigmas in pixels,
   quantised to 1/4 px; an axis with sigma < 0.2 px is left alone)."""
@@ -110,9 +128,9 @@ def blur(img: np.ndarray, sigma_y: float, sigma_x: float | None = None) -> np.nd
   qy, qx = int(round(sigma_y * 4)), int(round(sigma_x * 4))
   out = img
   if qy >= 1:
-    out = _gauss_matrix(img.shape[0], qy)[0] @ out
+    out = matmul(_gauss_matrix(img.shape[0], qy)[0], out)
   if qx >= 1:
-    out = out @ _gauss_matrix(img.shape[1], qx)[0].T
+    out = matmul(out, _gauss_matrix(img.shape[1], qx)[0].T)
   return out
 
 
@@ -128,11 +146,11 @@ def smooth_noise(rng: np.random.Generator, shape: tuple[int, int], sigma_y: floa
   norm = 1.0
   if qy >= 1:
     my, ny = _gauss_matrix(shape[0], qy)
-    n = my @ n
+    n = matmul(my, n)
     norm *= ny
   if qx >= 1:
     mx, nx = _gauss_matrix(shape[1], qx)
-    n = n @ mx.T
+    n = matmul(n, mx.T)
     norm *= nx
   return n * F32(math.sqrt(12.0) / norm)
 
@@ -151,12 +169,22 @@ def lowfreq(rng: np.random.Generator, shape: tuple[int, int], n_ctrl: int = 4) -
   """A smooth field float32[H, W] of about unit std with ~n_ctrl bumps across the image
   (bias fields, shape warps)."""
   c = rng.standard_normal((n_ctrl, n_ctrl)).astype(F32)
-  return _upsample_matrix(shape[0], n_ctrl) @ c @ _upsample_matrix(shape[1], n_ctrl).T
+  return matmul(_upsample_matrix(shape[0], n_ctrl) @ c, _upsample_matrix(shape[1], n_ctrl).T)
+
+
+def clamp(x, lo: float, hi: float) -> float:
+  """A Python float clipped to [lo, hi] (np.clip on scalars is slow)."""
+  return min(max(float(x), lo), hi)
+
+
+def clip01(t: np.ndarray) -> np.ndarray:
+  """np.clip(t, 0, 1) without np.clip's Python-level dispatch (hot in rendering)."""
+  return np.minimum(np.maximum(t, F32(0.0)), F32(1.0))
 
 
 def smoothstep(t: np.ndarray) -> np.ndarray:
-  t = np.clip(t, 0.0, 1.0)
-  return t * t * (3.0 - 2.0 * t)
+  t = clip01(t)
+  return t * t * (F32(3.0) - F32(2.0) * t)
 
 
 # ---------------------------------------------------------------------------------------
@@ -254,12 +282,12 @@ class Blob:
       poly = np.full(z.shape, np.complex64(coef[hi]))
       for k in range(hi - 1, lo - 1, -1):
         poly = poly * z + np.complex64(coef.get(k, 0.0))
-      rr += (poly * _cpow(z, lo)).real
+      rr += (poly * cpow(z, lo)).real
     if self.spikes is not None:
       count, length, sharp, phase, jitter = self.spikes
-      s3 = (_cpow(z, 3) * np.complex64(complex(math.cos(1.7 * phase),
+      s3 = (cpow(z, 3) * np.complex64(complex(math.cos(1.7 * phase),
                                                math.sin(1.7 * phase)))).imag * F32(jitter)
-      wave = (_cpow(z, count) * np.complex64(complex(math.cos(phase), math.sin(phase)))
+      wave = (cpow(z, count) * np.complex64(complex(math.cos(phase), math.sin(phase)))
               * (np.cos(s3) + np.complex64(1j) * np.sin(s3))).real
       peak = F32(0.5) + F32(0.5) * wave
       for _ in range(int(round(math.log2(sharp)))):
@@ -268,7 +296,7 @@ class Blob:
     return rho2 / np.square(F32(self.r) * np.maximum(rr, F32(0.2)))
 
 
-def _cpow(z, n: int):
+def cpow(z, n: int):
   """z ** n for a positive integer n by repeated squaring (complex64 stays complex64)."""
   out, base = None, z
   while n:
@@ -297,7 +325,7 @@ class Capsule:
 
   def f(self, X, Y):
     px, py = X - F32(self.x0), Y - F32(self.y0)
-    t = np.clip((px * F32(self.dx) + py * F32(self.dy)) * F32(self.inv_l2), 0.0, 1.0)
+    t = clip01((px * F32(self.dx) + py * F32(self.dy)) * F32(self.inv_l2))
     return (np.square(px - t * F32(self.dx)) + np.square(py - t * F32(self.dy))) * F32(
         1 / self.w ** 2)
 
@@ -310,6 +338,9 @@ class HalfPlane:
   def __init__(self, nx, ny, c):
     n = math.hypot(nx, ny)
     self.nx, self.ny, self.c = nx / n, ny / n, float(c)
+
+  def bbox(self):
+    return None
 
   def f(self, X, Y):
     return F32(1.0) + (F32(self.nx) * X + F32(self.ny) * Y - F32(self.c)) * F32(20.0)
@@ -329,6 +360,9 @@ class Below:
   def __init__(self, curve):
     self.curve = curve
 
+  def bbox(self):
+    return None
+
   def f(self, X, Y):
     return F32(1.0) + (self.curve(_columns(X)) - Y) * F32(20.0)
 
@@ -341,275 +375,12 @@ class Band:
   def __init__(self, top, bottom):
     self.top, self.bottom = top, bottom
 
+  def bbox(self):
+    return None
+
   def f(self, X, Y):
     x = _columns(X)
     return F32(1.0) + np.maximum(self.top(x) - Y, Y - self.bottom(x)) * F32(20.0)
-
-
-# ---------------------------------------------------------------------------------------
-# Scene: anatomy primitives painted in order into an integer tissue map, then disease
-# primitives (remembering the map before them, so lesion contrast can be scaled).
-
-
-@dataclasses.dataclass
-class Prim:
-  """Paint `tissue` where shape.f < 1, optionally only over `within` tissues and inside
-  `clip`. Disease prims with lesion=True add to the lesion mask."""
-
-  shape: object
-  tissue: int
-  within: Sequence[int] | None = None
-  clip: object | None = None
-  lesion: bool = False
-
-
-@dataclasses.dataclass
-class Pattern:
-  """A texture painted as tissue: ridges (|n| < a: thin line networks), spots (n > a:
-  round islands) or noisy (shape.f < a + b * n: an irregular-edged region), where n is
-  unit smooth noise of correlation length `sigma` (template units)."""
-
-  tissue: int
-  mode: str
-  sigma: float
-  a: float
-  b: float = 0.0
-  shape: object | None = None
-  within: Sequence[int] | None = None
-  lesion: bool = False
-
-
-@dataclasses.dataclass
-class Soft:
-  """Partial replacement (ground glass, haze): weight `strength` inside shape, fading
-  over `edge` (in units of f) outside `1 - edge`; applied to tissue properties, not labels."""
-
-  shape: object
-  tissue: int
-  strength: float
-  edge: float = 0.6
-  within: Sequence[int] | None = None
-  lesion: bool = True
-  noise: float = 0.0  # patchiness: relative modulation of the weight by smooth noise
-
-
-@dataclasses.dataclass
-class Scene:
-  """An organ template instance (anatomy + disease) in template coordinates."""
-
-  anatomy: list
-  disease: list
-  organ: list                      # shapes whose union is the organ mask
-  background: int = 0              # tissue of unpainted template space
-  warp: tuple = ()                 # mass-effect displacements (cx, cy, amount, sigma)
-  info: dict = dataclasses.field(default_factory=dict)  # landmarks for views
-
-
-@dataclasses.dataclass
-class Painted:
-  """A scene painted on a view grid (all arrays of the view's shape)."""
-
-  base: np.ndarray                 # int tissue map without the disease
-  labels: np.ndarray               # int tissue map with the disease
-  softs: list                      # (tissue, weight float32 map, is_lesion)
-  lesion: np.ndarray               # bool lesion mask
-  organ: np.ndarray | None         # bool organ mask (when asked)
-
-
-class View:
-  """Output grid in template coordinates: X, Y float32[H, W], px template units per pixel.
-
-  With `affine = (r0, rx, ry, c0, cx, cy)` (pixel row = r0 + rx x + ry y, column likewise)
-  or a fan's `polar = (apex_x, apex_y, ux, uy, r0, depth, half_angle)`, painting evaluates
-  each small shape only inside its bounding box, several times faster than whole images.
-  `margin` (template units) pads every box for displacements the map does not know about
-  (smooth warps).
-  """
-
-  def __init__(self, X, Y, px, affine=None, margin=0.0, polar=None):
-    self.X, self.Y, self.px = X, Y, px
-    self.affine, self.margin, self.polar = affine, margin, polar
-    # Template box the view can see: shapes outside it are skipped without any array work.
-    self.tbox = (float(X.min()), float(X.max()), float(Y.min()), float(Y.max()))
-
-  def window(self, bbox, extra: float = 0.0, multiple: int = 1):
-    """(rows, cols) slices covering template box bbox, None = everything, False = none.
-
-    With multiple > 1 the window's sides are rounded up to multiples of it (bounded
-    shapes of noise fields keep the blur-matrix cache small)."""
-    if bbox is None or (self.affine is None and self.polar is None):
-      return None
-    h, w = self.X.shape
-    m = self.margin + extra
-    x0, x1, y0, y1 = bbox[0] - m, bbox[1] + m, bbox[2] - m, bbox[3] + m
-    tb = self.tbox
-    if x1 < tb[0] or x0 > tb[1] or y1 < tb[2] or y0 > tb[3]:
-      return False
-    if self.affine is not None:
-      r0, rx, ry, c0, cx, cy = self.affine
-      mx, my, hx, hy = (x0 + x1) * 0.5, (y0 + y1) * 0.5, (x1 - x0) * 0.5, (y1 - y0) * 0.5
-      rm, rh = r0 + rx * mx + ry * my, abs(rx) * hx + abs(ry) * hy + 1.5
-      cm, ch = c0 + cx * mx + cy * my, abs(cx) * hx + abs(cy) * hy + 1.5
-      rows, cols = (rm - rh, rm + rh), (cm - ch, cm + ch)
-    else:
-      ax, ay, ux, uy, r0, depth, half = self.polar
-      if x0 <= ax <= x1 and y0 <= ay <= y1:
-        return None
-      dmin = math.hypot(min(max(ax, x0), x1) - ax, min(max(ay, y0), y1) - ay)
-      if dmin > r0 + depth:
-        return False
-      corners = ((x0 - ax, y0 - ay), (x0 - ax, y1 - ay), (x1 - ax, y0 - ay), (x1 - ax, y1 - ay))
-      dmax = math.sqrt(max(dx * dx + dy * dy for dx, dy in corners))
-      phis = [math.atan2(uy * dx - ux * dy, ux * dx + uy * dy) for dx, dy in corners]
-      if max(phis) - min(phis) > math.pi:  # the box straddles the backward direction
-        return None
-      rows = ((dmin - r0) / depth * h - 1.5, (dmax - r0) / depth * h + 1.5)
-      cols = ((min(phis) + half) / (2 * half) * w - 1.5,
-              (max(phis) + half) / (2 * half) * w + 1.5)
-    ra, rb = max(int(rows[0]), 0), min(int(math.ceil(rows[1])) + 1, h)
-    ca, cb = max(int(cols[0]), 0), min(int(math.ceil(cols[1])) + 1, w)
-    if ra >= rb or ca >= cb:
-      return False
-    if multiple > 1:
-      ra, rb = _round_span(ra, rb, h, multiple)
-      ca, cb = _round_span(ca, cb, w, multiple)
-    return slice(ra, rb), slice(ca, cb)
-
-
-def _round_span(a, b, n, multiple):
-  length = min(-(-(b - a) // multiple) * multiple, n)
-  a = min(a, n - length)
-  return a, a + length
-
-
-def _mass_effect(X, Y, warp):
-  """Pushes sampled anatomy away from lesion centres (displaced midline, ventricles)."""
-  for cx, cy, amount, sigma in warp:
-    dx, dy = X - F32(cx), Y - F32(cy)
-    g = F32(amount) * np.exp((dx * dx + dy * dy) * F32(-0.5 / sigma ** 2))
-    X, Y = X - g * dx, Y - g * dy
-  return X, Y
-
-
-@functools.lru_cache(maxsize=256)
-def _allowed_table(within: tuple) -> np.ndarray:
-  table = np.zeros(64, bool)
-  table[list(within)] = True
-  return table
-
-
-def _allowed(within) -> np.ndarray:
-  """bool[64] lookup table: True for the tissues in `within`."""
-  return _allowed_table(tuple(within))
-
-
-def _bbox(shape):
-  return getattr(shape, "bbox", lambda: None)() if shape is not None else None
-
-
-def quadratic_basis(X: np.ndarray, Y: np.ndarray) -> np.ndarray:
-  """float32[6, H, W] basis (x^2, xy, y^2, x, y, 1): an ellipse is then one small matmul
-  (per-call overhead, not arithmetic, dominates painting at 64 px)."""
-  X, Y = np.broadcast_arrays(X, Y)
-  return np.stack([X * X, X * Y, Y * Y, X, Y, np.ones_like(X)]).astype(F32)
-
-
-def _paint_list(prims, X, Y, view, extra, labels, rng, lesion, softs, basis):
-  px = view.px
-  for p in prims:
-    noisy = isinstance(p, Pattern) or (isinstance(p, Soft) and p.noise)
-    win = view.window(_bbox(p.shape), extra, 16 if noisy else 1)
-    if win is False:
-      continue
-    if win is None:
-      Xs, Ys, lab, les, B = X, Y, labels, lesion, basis
-    else:
-      Xs, Ys, lab, les = X[win], Y[win], labels[win], lesion[win]
-      B = basis[:, win[0], win[1]]
-    if isinstance(p, Prim):
-      if type(p.shape) is Ellipse:
-        m = (p.shape.quadratic() @ B.reshape(6, -1)).reshape(lab.shape) < 1
-      else:
-        m = p.shape.f(Xs, Ys) < 1
-      if p.clip is not None:
-        m &= p.clip.f(Xs, Ys) < 1
-    elif isinstance(p, Pattern):
-      n = smooth_noise(rng, lab.shape, max(p.sigma / px, 0.3))
-      if p.mode == "ridges":
-        m = np.abs(n) < p.a
-      elif p.mode == "spots":
-        m = n > p.a
-      elif p.mode == "noisy":
-        m = p.shape.f(Xs, Ys) < p.a + p.b * n
-      else:
-        raise ValueError(f"Pattern.mode={p.mode!r}: expected ridges, spots or noisy")
-      if p.mode != "noisy" and p.shape is not None:
-        m &= p.shape.f(Xs, Ys) < 1
-    elif isinstance(p, Soft):
-      f = p.shape.f(Xs, Ys)
-      w = smoothstep((F32(1.0) - f) * F32(1.0 / p.edge)) * F32(p.strength)
-      if p.noise:
-        w *= np.clip(1.0 + p.noise * smooth_noise(rng, lab.shape, max(0.05 / px, 0.5)), 0, 2)
-        w = np.minimum(w, 1.0)
-      if p.within is not None:
-        w *= _allowed(p.within)[lab]
-      if win is not None:
-        full = np.zeros(labels.shape, F32)
-        full[win] = w
-        w_full = full
-      else:
-        w_full = w
-      softs.append((p.tissue, w_full, p.lesion))
-      if p.lesion:
-        les |= w > 0.3 * p.strength
-      continue
-    else:
-      raise TypeError(f"Unknown primitive {p!r}")
-    if p.within is not None:
-      m &= _allowed(p.within)[lab]
-    lab[m] = p.tissue
-    if p.lesion:
-      les |= m
-
-
-def paint(scene: Scene, view: View, rng: np.random.Generator,
-          want_organ: bool = False) -> Painted:
-  """Paints `scene` on `view`; all outputs have the view's shape."""
-  X, Y = view.X, view.Y
-  if scene.warp:
-    Xa, Ya = _mass_effect(X, Y, scene.warp)
-    extra = max(a * s * 0.7 for _, _, a, s in scene.warp)
-  else:
-    Xa, Ya, extra = X, Y, 0.0
-  labels = np.full(X.shape, scene.background, np.int8)
-  lesion = np.zeros(X.shape, bool)
-  softs: list = []
-  basis = quadratic_basis(Xa, Ya)
-  _paint_list(scene.anatomy, Xa, Ya, view, extra, labels, rng, lesion, softs, basis)
-  base = labels.copy()
-  if Xa is not X:
-    basis = quadratic_basis(X, Y)
-  _paint_list(scene.disease, X, Y, view, 0.0, labels, rng, lesion, softs, basis)
-  organ = None
-  if want_organ:
-    organ = np.zeros(X.shape, bool)
-    for s in scene.organ:
-      organ |= s.f(Xa, Ya) < 1
-  return Painted(base, labels, softs, lesion, organ)
-
-
-def tissue_map(column: np.ndarray, painted: Painted, contrast: float) -> np.ndarray:
-  """Per-pixel property float32[H, W] from a per-tissue property column, with the disease
-  blended in at `contrast` (1 = full lesion property, 0.5 = halfway to the background)."""
-  base = column[painted.base]
-  if painted.labels is painted.base:
-    out = base
-  else:
-    out = base + F32(contrast) * (column[painted.labels] - base)
-  for tissue, w, is_lesion in painted.softs:
-    k = F32(contrast) if is_lesion else F32(1.0)
-    out = out + k * w * (column[tissue] - out)
-  return out
 
 
 def rand_harmonics(rng: np.random.Generator, amp: float, orders=(2, 3, 4, 5)) -> list:

@@ -25,8 +25,8 @@ import math
 import numpy as np
 
 from dnh_jax.data import phantom_tissues as T
-from dnh_jax.data.phantom_core import (F32, Difficulty, Painted, View, blur, grid,
-                                       lowfreq, smooth_noise, tissue_map)
+from dnh_jax.data.phantom_core import Difficulty, F32, clamp, blur, grid, lowfreq, smooth_noise
+from dnh_jax.data.phantom_paint import Painted, View, tissue_map
 
 _FAN_HALF_ANGLE = 0.55      # radians, curvilinear probe
 _FAN_APEX_RATIO = 0.3       # apex-to-skin distance / imaging depth
@@ -40,10 +40,10 @@ def posed_grid(rng: np.random.Generator, size: int, var: float, center=(0.0, 0.0
                zoom: float = 1.0, warp: float = 0.02) -> View:
   """A field of view with random pose (rotation, scale, aspect, shift, smooth warp)."""
   X0, Y0 = grid(size, size)
-  ang = float(np.clip(rng.normal(0, 0.1) * var, -0.35, 0.35))
-  s = zoom * float(np.clip(1 + rng.normal(0, 0.06) * var, 0.8, 1.2))
-  asp = float(np.clip(1 + rng.normal(0, 0.04) * var, 0.9, 1.1))
-  tx, ty = (float(np.clip(v, -0.12, 0.12)) for v in rng.normal(0, 0.05, 2) * var)
+  ang = clamp(rng.normal(0, 0.1) * var, -0.35, 0.35)
+  s = zoom * clamp(1 + rng.normal(0, 0.06) * var, 0.8, 1.2)
+  asp = clamp(1 + rng.normal(0, 0.04) * var, 0.9, 1.1)
+  tx, ty = (clamp(v, -0.12, 0.12) for v in rng.normal(0, 0.05, 2) * var)
   c, sn = math.cos(ang), math.sin(ang)
   dx, dy = X0 - F32(tx), Y0 - F32(ty)
   X = (F32(c) * dx + F32(sn) * dy) * F32(1 / (s * asp)) + F32(center[0])
@@ -83,7 +83,7 @@ def fan_view(info: dict, rng: np.random.Generator, size: int, var: float,
   """
   tx, ty = info["target"]
   mode, ref = info["us"]
-  tilt = float(np.clip(rng.normal(0, 0.12) * var, -0.3, 0.3))
+  tilt = clamp(rng.normal(0, 0.12) * var, -0.3, 0.3)
   if mode == "fixed":
     probe = ref
     ux, uy = tx - probe[0], ty - probe[1]
@@ -98,9 +98,9 @@ def fan_view(info: dict, rng: np.random.Generator, size: int, var: float,
   n = math.hypot(ux, uy) or 1.0
   ux, uy = ux / n, uy / n
   dist = math.hypot(tx - probe[0], ty - probe[1])
-  depth = max(info["us_depth"] * float(np.clip(1 + rng.normal(0, 0.08) * var, 0.8, 1.2)),
+  depth = max(info["us_depth"] * clamp(1 + rng.normal(0, 0.08) * var, 0.8, 1.2),
               (dist + 1.6 * target_r) / 0.85)
-  off = float(np.clip(rng.normal(0, 0.25) * var, -0.5, 0.5)) * _FAN_HALF_ANGLE
+  off = clamp(rng.normal(0, 0.25) * var, -0.5, 0.5) * _FAN_HALF_ANGLE
   off *= min(1.0, dist / depth + 0.2)
   co, so = math.cos(off), math.sin(off)
   ux, uy = ux * co - uy * so, ux * so + uy * co  # the target lands off-centre by -off
@@ -155,6 +155,7 @@ def fan_mask(mask: np.ndarray) -> np.ndarray:
 
 
 def form_ct(p: Painted, info: dict, rng, diff: Difficulty) -> np.ndarray:
+  """CT image float32[H, W] in [0, 1] from a painted slice (info['window'] = level, width)."""
   size = p.labels.shape[0]
   level, width = info["window"]
   hu = tissue_map(T.PROPS["ct"], p, diff.lesion_contrast)
@@ -162,7 +163,7 @@ def form_ct(p: Painted, info: dict, rng, diff: Difficulty) -> np.ndarray:
   hu = blur(hu, 0.55)
   jit = min(diff.noise, 2.0)  # acquisition settings vary with the noise knob too
   level += rng.normal(0, 0.03) * width * jit
-  width *= float(np.clip(1 + rng.normal(0, 0.05) * jit, 0.85, 1.15))
+  width *= clamp(1 + rng.normal(0, 0.05) * jit, 0.85, 1.15)
   X0, Y0 = grid(size, size)
   table = (np.abs(Y0 - F32(0.9 + 0.08 * X0 ** 2)) < 0.02) & (np.abs(X0) < 0.8)
   hu = np.where(table & (p.labels == T.AIR), F32(150.0), hu)
@@ -172,6 +173,7 @@ def form_ct(p: Painted, info: dict, rng, diff: Difficulty) -> np.ndarray:
 
 
 def form_mri(p: Painted, info: dict, rng, diff: Difficulty) -> np.ndarray:
+  """T1-weighted MR magnitude image float32[H, W] in [0, 1] from a painted slice."""
   del info
   sig = tissue_map(T.PROPS["mri"], p, diff.lesion_contrast)
   sig = sig * (1 + T.PROPS["tex"][p.labels] * F32(0.6) * smooth_noise(rng, sig.shape, 1.2))
@@ -229,6 +231,7 @@ def form_us(p: Painted, info: dict, rng, diff: Difficulty, ggo_tissue=T.GGO) -> 
 
 
 def form_oct(p: Painted, info: dict, rng, diff: Difficulty) -> np.ndarray:
+  """OCT B-scan float32[H, W] in [0, 1] (rows = depth) from a painted layer scene."""
   del info
   h, w = p.labels.shape
   c = diff.lesion_contrast

@@ -14,13 +14,13 @@ from __future__ import annotations
 import numpy as np
 
 from dnh_jax.data import phantom_tissues as T
-from dnh_jax.data.phantom_core import (F32, Band, Below, Blob, Pattern, Prim, Scene, Soft,
-                                       View, circle, rand_harmonics)
+from dnh_jax.data.phantom_core import Band, Below, Blob, F32, clamp, circle, rand_harmonics
+from dnh_jax.data.phantom_paint import Pattern, Prim, Scene, Soft, View
 
 
 def oct_grid(rng: np.random.Generator, size: int, var: float) -> View:
   """B-scan grid; X is a broadcast row (constant down each column)."""
-  s = float(np.clip(1 + rng.normal(0, 0.05) * var, 0.85, 1.15))
+  s = clamp(1 + rng.normal(0, 0.05) * var, 0.85, 1.15)
   off = float(rng.normal(0, 0.05) * var)
   x = ((np.arange(size, dtype=F32) + 0.5) / size * 2 - 1) / F32(s) + F32(off)
   y = ((np.arange(size, dtype=F32) + 0.5) / size * 2 - 1) / F32(s)
@@ -63,9 +63,11 @@ class _Retina:
 
   def boundaries(self, x):
     """Tops of NFL, GCL, IPL, INL, OPL, ONL, EZ, OS, RPE (list of curves at x)."""
-    if x is self._memo_x:  # every layer asks for the same row of x in turn
+    # Every layer asks for the same row of x in turn: compute the stack once per row.
+    if self._memo_x is not None and self._memo_x.shape == x.shape and np.array_equal(
+        self._memo_x, x):
       return self._memo
-    self._memo_x, self._memo = x, self._boundaries(x)
+    self._memo_x, self._memo = np.array(x), self._boundaries(x)
     return self._memo
 
   def _boundaries(self, x):

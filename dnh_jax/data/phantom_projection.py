@@ -13,14 +13,9 @@ import math
 
 import numpy as np
 
-from dnh_jax.data.phantom_core import (F32, Blob, Capsule, Difficulty, Ellipse, HalfPlane,
-                                       blur, circle, rand_harmonics, smooth_noise,
-                                       smoothstep)
-
-
-def dome(f: np.ndarray) -> np.ndarray:
-  """Projected thickness profile (0..1) of a body with implicit function f."""
-  return np.sqrt(np.maximum(F32(1.0) - f, F32(0.0)))
+from dnh_jax.data.phantom_core import (Blob, Capsule, Difficulty, Ellipse, F32, HalfPlane, blur,
+                                       circle, rand_harmonics, smooth_noise, smoothstep)
+from dnh_jax.data.phantom_paint import dome
 
 
 def shell(e: Ellipse, thickness: float) -> callable:

@@ -15,8 +15,8 @@ import math
 import numpy as np
 
 from dnh_jax.data import phantom_tissues as T
-from dnh_jax.data.phantom_core import (Blob, Capsule, Ellipse, HalfPlane, Pattern, Prim,
-                                       Scene, Soft, circle, rand_harmonics)
+from dnh_jax.data.phantom_core import Blob, Capsule, Ellipse, HalfPlane, circle, rand_harmonics
+from dnh_jax.data.phantom_paint import Pattern, Prim, Scene, Soft
 
 _PI = math.pi
 # Typical ultrasound imaging depth per organ, in template units.
@@ -35,7 +35,19 @@ def _lesion_r(rng, lo, hi, size, min_r):
 # Brain: coronal slice through the pituitary.
 
 
+# Every template has the signature (rng, var, disease, lsz, min_r, modality) -> Scene:
+# var = anatomy variation, lsz = lesion size multiplier, min_r = smallest lesion radius
+# (template units) that still covers pixels, modality = the modality that will render it
+# (only ultrasound changes anatomy: an acoustic window through the skull).
+
+
 def brain(rng, var, disease, lsz, min_r, modality):
+  """Coronal brain: scalp, skull, CSF, cortex and white matter, ventricles, sella.
+
+  glioma: irregular intra-axial mass (enhancing rim, necrotic core) in edema, with mass
+  effect; meningioma: round extra-axial mass on the inner skull with a CSF cleft and dural
+  tail; pituitary_tumor: small midline mass at the base, in the sella.
+  """
   J = _jitter(rng, var)
   hx, hy, cy = 0.80 + J(0.03), 0.86 + J(0.03), -0.04
   ix, iy = hx - 0.085, hy - 0.085
@@ -64,7 +76,8 @@ def brain(rng, var, disease, lsz, min_r, modality):
   ]
   if modality == "US":  # neonatal head ultrasound looks through the anterior fontanelle
     anatomy.insert(5, Prim(Ellipse(0, cy - hy + 0.04, 0.16, 0.08), T.SOFT))
-  info = {"window": (40.0, 90.0), "us": ("fixed", (0.0, cy - hy)), "us_depth": US_DEPTH["brain"],
+  info = {"window": (40.0, 90.0), "us": ("fixed", (0.0, cy - hy)),
+          "us_depth": US_DEPTH["brain"],
           "surface": Ellipse(0, cy, hx, hy)}
   dis, warp = [], []
   if disease == "glioma":
@@ -115,6 +128,11 @@ def brain(rng, var, disease, lsz, min_r, modality):
 
 
 def breast(rng, var, disease, lsz, min_r, modality):
+  """Axial breasts: skin, fat with Cooper's ligaments, fibroglandular cone, pectoralis.
+
+  benign: oval, circumscribed, wider-than-tall mass; malignant: irregular spiculated,
+  taller-than-wide mass (strongly attenuating) with micro-calcifications.
+  """
   del modality
   J = _jitter(rng, var)
   cyb, bx, by = 0.62 + J(0.02), 0.96, 0.5
@@ -178,6 +196,11 @@ def _ribs_around(e: Ellipse, n, skip, rng, var, a=0.045, b=0.02):
 
 
 def chest(rng, var, disease, lsz, min_r, modality):
+  """Axial chest: chest wall and ribs, lungs with vessels, heart, great vessels, spine.
+
+  covid: bilateral peripheral ground-glass patches; pneumonia: lobar consolidation bounded
+  by a fissure, with air bronchograms and a ground-glass halo.
+  """
   del modality
   J = _jitter(rng, var)
   bx, by, cy = 0.92 + J(0.03), 0.64 + J(0.03), 0.04
@@ -202,7 +225,8 @@ def chest(rng, var, disease, lsz, min_r, modality):
       Prim(circle(0, cy + 0.555, 0.035), T.FLUID),
       Prim(Ellipse(0, cy - by + 0.09, 0.07, 0.025), T.BONE),
   ]
-  info = {"window": (-550.0, 1500.0), "us": ("radial", (0.0, cy)), "us_depth": US_DEPTH["chest"],
+  info = {"window": (-550.0, 1500.0), "us": ("radial", (0.0, cy)),
+          "us_depth": US_DEPTH["chest"],
           "surface": Ellipse(0, cy, bx, by)}
   dis = []
   if disease == "covid":
@@ -242,6 +266,11 @@ def chest(rng, var, disease, lsz, min_r, modality):
 
 
 def retina(rng, var, disease, lsz, min_r, modality):
+  """Axial orbits: globes (wall, vitreous, lens), orbital fat cones, optic nerves.
+
+  Signs at the posterior pole of one globe: drusen = small dense nodules on the wall,
+  dme = a thickened wall with fluid cysts, cnv = a mound with a fluid pocket.
+  """
   del modality
   J = _jitter(rng, var)
   gx, gy, gr = 0.42 + J(0.02), -0.28 + J(0.02), 0.27 + J(0.015)
@@ -272,7 +301,8 @@ def retina(rng, var, disease, lsz, min_r, modality):
   side = int(rng.integers(2))
   s = 2 * side - 1
   g = globes[side]
-  info = {"view": ((0.0, 0.05), 1.05), "window": (40.0, 350.0), "us": ("radial", (g.cx, 3.0)), "us_depth": US_DEPTH["retina"],
+  info = {"view": ((0.0, 0.05), 1.05), "window": (40.0, 350.0),
+          "us": ("radial", (g.cx, 3.0)), "us_depth": US_DEPTH["retina"],
           "surface": g.scaled(1.12)}
   phi = _PI / 2 - s * rng.uniform(0.1, 0.45)
   wall = lambda k, dphi=0.0: (g.cx + gr * k * math.cos(phi + dphi),
@@ -307,6 +337,10 @@ def retina(rng, var, disease, lsz, min_r, modality):
 
 
 def abdomen(rng, var, disease, lsz, min_r, modality):
+  """Axial upper abdomen: liver with vessels, stomach, spleen, kidneys, spine, bowel.
+
+  liver_lesion: one to three round hypodense masses in the liver, sometimes necrotic.
+  """
   del modality
   J = _jitter(rng, var)
   bx, by, cy = 0.93 + J(0.03), 0.7 + J(0.03), 0.06
@@ -342,7 +376,8 @@ def abdomen(rng, var, disease, lsz, min_r, modality):
       Pattern(T.GAS, "spots", 0.025, 1.6, shape=Ellipse(0.12, cy + 0.06, 0.45, 0.3),
               within=(T.SOFT,)),
   ]
-  info = {"window": (50.0, 400.0), "us": ("radial", (0.05, cy)), "us_depth": US_DEPTH["abdomen"],
+  info = {"window": (50.0, 400.0), "us": ("radial", (0.05, cy)),
+          "us_depth": US_DEPTH["abdomen"],
           "surface": Ellipse(0, cy, bx, by)}
   dis = []
   if disease == "liver_lesion":
