@@ -31,6 +31,8 @@ from the exact `hamming_topk` lists; whole-gallery index-tie AP from a stable co
 
 from __future__ import annotations
 
+import concurrent.futures
+import os
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -65,15 +67,24 @@ def _gain_counts(gains: np.ndarray, max_gain: int) -> np.ndarray:
   return np.bincount(flat, minlength=b * (max_gain + 1)).reshape(b, max_gain + 1)
 
 
-def _histograms(d, columns: Mapping[str, np.ndarray], size: int):
-  """Per-query sums over distances 0..size-1 of each column; [B, size] each."""
+def _histograms(d: np.ndarray, rel: np.ndarray, gains: np.ndarray, size: int,
+                max_gain: int) -> dict[str, np.ndarray]:
+  """Per-query bucket sums over distances 0..size-1, each [B, size]: "n" items, "r"
+  relevant, "p" gain > 0, "g" gains, "e" 2^g - 1; from one joint (distance, gain,
+  relevant) count."""
   b = d.shape[0]
-  flat = (d.astype(np.int64) + np.arange(b)[:, None] * size).ravel()
-  out = {"n": np.bincount(flat, minlength=b * size).reshape(b, size)}
-  for name, col in columns.items():
-    out[name] = np.bincount(flat, np.asarray(col, np.float64).ravel(),
-                            minlength=b * size).reshape(b, size)
-  return out
+  cells = 2 * (max_gain + 1)
+  key = d.astype(np.int64)
+  key += (np.arange(b) * size)[:, None]
+  key *= cells
+  key += 2 * gains
+  key += rel
+  joint = np.bincount(key.ravel(), minlength=b * size * cells).reshape(b, size,
+                                                                       max_gain + 1, 2)
+  by_gain = joint.sum(axis=3).astype(np.float64)                # [B, size, G + 1]
+  g = np.arange(max_gain + 1, dtype=np.float64)
+  return {"n": by_gain.sum(axis=2), "r": joint[..., 1].sum(axis=2).astype(np.float64),
+          "p": by_gain[..., 1:].sum(axis=2), "g": by_gain @ g, "e": by_gain @ (np.exp2(g) - 1)}
 
 
 def evaluate_codes(query_codes, query_labels, gallery_codes, gallery_labels, *,
@@ -81,8 +92,8 @@ def evaluate_codes(query_codes, query_labels, gallery_codes, gallery_labels, *,
                    ties: str = "index", segments: Sequence[int] | None = None,
                    weights: Sequence[int] | None = None, whole_gallery: bool = False,
                    radius: int | None = 2, pr_curve: bool = False,
-                   num_bits: int | None = None,
-                   query_chunk: int = 128) -> dict[str, np.ndarray]:
+                   num_bits: int | None = None, query_chunk: int = 128,
+                   threads: int | None = None) -> dict[str, np.ndarray]:
   """Per-query metrics computed from codes and labels (see module doc).
 
   Args:
@@ -99,7 +110,8 @@ def evaluate_codes(query_codes, query_labels, gallery_codes, gallery_labels, *,
     radius: Hamming radius for "P@r{radius}", or None to skip.
     pr_curve: also "pr_precision" / "pr_recall" [Q, max_distance + 1] by radius.
     num_bits: K for packed input (default 32 * W; same distances).
-    query_chunk: queries per chunk; memory ~ query_chunk * N.
+    query_chunk: queries per chunk; memory ~ query_chunk * N per thread.
+    threads: chunks evaluated at once (default: up to 2, the cores numpy can overlap).
 
   Returns:
     {"AP@k", "nDCG@k", "ACG@k", "wAP@k" for k in ks, "P@r{radius}", "AP",
@@ -120,21 +132,26 @@ def evaluate_codes(query_codes, query_labels, gallery_codes, gallery_labels, *,
     max_distance = bits  # unused high bits are 0 in every code
   dtype = _distance_dtype(max_distance)
   num_q, n = qp.shape[0], gp.shape[0]
+  if num_q == 0 or n == 0:
+    raise ValueError(f"need at least one query and one gallery item, got {num_q} and {n}")
+  threads = min(2, os.cpu_count() or 1) if threads is None else int(threads)
   cut = {int(k): M._cutoff(k, n) for k in ks}  # reported name -> effective cutoff
   kmax = max(cut.values(), default=0)
-  out: dict[str, list] = {}
-  add = lambda key, value: out.setdefault(key, []).append(value)
+  hist_needed = ties == "expected" or pr_curve
   top_idx = None
   if ties == "index" and cut:
     _, top_idx = hamming_topk(qp, gp, kmax, segments=segments, weights=weights)
-  for s in range(0, num_q, query_chunk):
+
+  def chunk(s: int) -> dict[str, np.ndarray]:
+    res: dict[str, np.ndarray] = {}
+    add = res.__setitem__
     sl = slice(s, min(s + query_chunk, num_q))
     qchunk = {name: x[sl] for name, x in qlab.items()}
     d = hamming_distances(qp[sl], gp, segments=segments, weights=weights, dtype=dtype)
     rel, gains = rule(schema, qchunk, glab)
     rel = np.asarray(rel, bool)
-    gains = np.asarray(gains, np.int64)
-    if gains.size and (gains.min() < 0 or gains.max() > max_gain):
+    gains = np.asarray(gains, np.int32)
+    if (cut or hist_needed) and (gains.min() < 0 or gains.max() > max_gain):
       raise ValueError(f"relevance rule {rule.name!r} gave gains outside [0, {max_gain}]")
     add("has_relevant", rel.any(axis=1))
     if radius is not None:
@@ -143,9 +160,8 @@ def evaluate_codes(query_codes, query_labels, gallery_codes, gallery_labels, *,
       add(f"P@r{radius}", np.where(count > 0, (inside & rel).sum(axis=1)
                                    / np.maximum(count, 1), 0.0))
     hist = None
-    if ties == "expected" or pr_curve:
-      hist = _histograms(d, {"r": rel, "p": gains > 0, "g": gains,
-                             "e": np.exp2(gains) - 1.0}, max_distance + 1)
+    if hist_needed:
+      hist = _histograms(d, rel, gains, max_distance + 1, max_gain)
     if pr_curve:
       prec, rec = M.curve_from_histograms(hist["n"], hist["r"], rel.sum(axis=1))
       add("pr_precision", prec)
@@ -187,7 +203,16 @@ def evaluate_codes(query_codes, query_labels, gallery_codes, gallery_labels, *,
         add(f"nDCG@{key}", np.where(ideal > 0, dcg / np.where(ideal > 0, ideal, 1), np.nan))
       add(f"ACG@{key}", acg_k)
       add(f"wAP@{key}", wap)
-  return {key: np.concatenate(parts) for key, parts in out.items()}
+    return res
+
+  starts = range(0, num_q, query_chunk)
+  if threads > 1 and len(starts) > 1:
+    # numpy's sorts, gathers and nonzero release the GIL: chunks overlap on cores.
+    with concurrent.futures.ThreadPoolExecutor(threads) as pool:
+      parts = list(pool.map(chunk, starts))
+  else:
+    parts = [chunk(s) for s in starts]
+  return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
 
 
 def _mean(x: np.ndarray) -> float:
