@@ -9,6 +9,7 @@ write `results.json`. It returns the results so tests can assert on them. A conf
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
@@ -28,9 +29,11 @@ from dnh_jax import metric_writing
 from dnh_jax import parallel
 from dnh_jax import data as data_lib
 from dnh_jax import losses as losses_lib
+from dnh_jax import retrieval as retrieval_lib
 from dnh_jax import models as models_lib
 from dnh_jax.data import schema as schema_lib
 from dnh_jax.evaluation import evaluator as evaluator_lib
+from dnh_jax.evaluation import sharded as sharded_lib
 from dnh_jax.evaluation import groups as groups_lib
 from dnh_jax.utils import atomic_write_json
 
@@ -169,11 +172,31 @@ def make_train_step(state_shardings, mesh, **static) -> Callable:
 
 # ----------------------------------------------------------------------------- evaluation
 
-def make_encoder(model, mesh) -> Callable:
-  """jitted (variables, images [B, H, W, 1]) -> model outputs, replicated to every host."""
-  return jax.jit(lambda variables, images: model.apply(variables, images, train=False),
-                 in_shardings=(parallel.replicated(mesh), parallel.data_sharding(mesh)),
-                 out_shardings=parallel.replicated(mesh))
+@dataclasses.dataclass(frozen=True)
+class Encoder:
+  """The model's inference function, in the two layouts evaluation uses.
+
+  Calling it returns the outputs replicated to every process (one-process evaluation);
+  `packed_sharded` returns packed codes uint32[B, W] that stay row-sharded on the devices
+  that computed them (multi-process evaluation, see `evaluate_sharded`).
+  """
+
+  replicated: Callable
+  packed_sharded: Callable
+
+  def __call__(self, variables, images):
+    return self.replicated(variables, images)
+
+
+def make_encoder(model, mesh) -> Encoder:
+  """jitted (variables, images [B, H, W, 1]) -> model outputs (see `Encoder`)."""
+  apply = lambda variables, images: model.apply(variables, images, train=False)
+  shardings = (parallel.replicated(mesh), parallel.data_sharding(mesh))
+  return Encoder(
+      replicated=jax.jit(apply, in_shardings=shardings,
+                         out_shardings=parallel.replicated(mesh)),
+      packed_sharded=jax.jit(lambda v, x: retrieval_lib.pack_codes(apply(v, x)["codes"]),
+                             in_shardings=shardings, out_shardings=parallel.data_sharding(mesh)))
 
 
 def model_variables(state: State) -> dict:
@@ -211,6 +234,9 @@ def evaluate(encoder, state, splits, query: str, gallery: str, *, config, mesh,
   Returns:
     Flat dict: "mAP@100", ..., "<preference>/mAP@100", "<group>/<metric>", "bit_balance".
   """
+  if jax.process_count() > 1:
+    return evaluate_sharded(encoder, state, splits, query, gallery, config=config, mesh=mesh,
+                            segments=segments)
   ec = config.eval
   q, g = splits.data[query], splits.data[gallery]
   q_codes = encode(encoder, state, q.images, mesh, ec.batch_size)
@@ -238,6 +264,41 @@ def _format_eta(seconds: float) -> str:
   seconds = int(max(seconds, 0))
   return f"{seconds // 3600}h{seconds // 60 % 60:02d}m" if seconds >= 3600 else (
       f"{seconds // 60}m{seconds % 60:02d}s")
+  return {k: float(v) for k, v in results.items()}
+
+
+def evaluate_sharded(encoder: Encoder, state, splits, query: str, gallery: str, *, config,
+                     mesh, segments) -> dict[str, float]:
+  """`evaluate` for multi-process runs: the same metrics, the gallery never gathered.
+
+  Each process encodes only the images of its own devices' row blocks; the packed codes
+  stay on those devices; ranking is `hamming_topk` over the sharded gallery and every
+  other per-query gallery sum is taken per process and added (evaluation/sharded.py).
+  The numbers equal those of `evaluate` in one process exactly.
+  """
+  ec = config.eval
+  q, g = splits.data[query], splits.data[gallery]
+  variables = model_variables(state)
+  encode_fn = functools.partial(encoder.packed_sharded, variables)
+  q_codes, g_codes = (
+      sharded_lib.encode_to_shards(encode_fn, split.images, mesh, parallel.DATA_AXIS,
+                                   ec.batch_size, data_lib.images_to_float)
+      for split in (q, g))
+  ev = sharded_lib.ShardedEvaluator(splits.schema, ks=tuple(ec.ks), relevance=ec.relevance,
+                                    preferences=tuple(ec.preferences),
+                                    segments=tuple(segments), ties=ec.ties)
+  per_query = ev.per_query(q_codes.gather(), q.labels, g_codes, g.labels)
+  results = ev.summarize(per_query)
+  for group_rule in ec.get("query_groups", ()):
+    for name, mask in groups_lib.query_groups(group_rule, q.labels, splits.schema,
+                                              config.data).items():
+      if mask.any():
+        for k, v in ev.summarize(per_query, mask).items():
+          results[f"{name}/{k}"] = v
+        results[f"{name}/num_queries"] = float(mask.sum())
+  sample = jax.ShapeDtypeStruct((mesh.devices.size, *g.images.shape[1:]), jnp.float32)
+  num_bits = jax.eval_shape(encoder.replicated, variables, sample)["codes"].shape[-1]
+  results["bit_balance"] = sharded_lib.bit_balance(g_codes, num_bits)
 
 
 def _log(msg: str):
