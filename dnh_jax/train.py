@@ -29,12 +29,12 @@ from dnh_jax import metric_writing
 from dnh_jax import parallel
 from dnh_jax import data as data_lib
 from dnh_jax import losses as losses_lib
-from dnh_jax import retrieval as retrieval_lib
 from dnh_jax import models as models_lib
+from dnh_jax import retrieval as retrieval_lib
 from dnh_jax.data import schema as schema_lib
 from dnh_jax.evaluation import evaluator as evaluator_lib
-from dnh_jax.evaluation import sharded as sharded_lib
 from dnh_jax.evaluation import groups as groups_lib
+from dnh_jax.evaluation import sharded as sharded_lib
 from dnh_jax.utils import atomic_write_json
 
 State = dict  # {"step", "params": {"model", "loss"}, "batch_stats", "opt_state"}
@@ -258,15 +258,6 @@ def evaluate(encoder, state, splits, query: str, gallery: str, *, config, mesh,
   return {k: float(v) for k, v in results.items()}
 
 
-# ----------------------------------------------------------------------------- main loop
-
-def _format_eta(seconds: float) -> str:
-  seconds = int(max(seconds, 0))
-  return f"{seconds // 3600}h{seconds // 60 % 60:02d}m" if seconds >= 3600 else (
-      f"{seconds // 60}m{seconds % 60:02d}s")
-  return {k: float(v) for k, v in results.items()}
-
-
 def evaluate_sharded(encoder: Encoder, state, splits, query: str, gallery: str, *, config,
                      mesh, segments) -> dict[str, float]:
   """`evaluate` for multi-process runs: the same metrics, the gallery never gathered.
@@ -299,6 +290,15 @@ def evaluate_sharded(encoder: Encoder, state, splits, query: str, gallery: str, 
   sample = jax.ShapeDtypeStruct((mesh.devices.size, *g.images.shape[1:]), jnp.float32)
   num_bits = jax.eval_shape(encoder.replicated, variables, sample)["codes"].shape[-1]
   results["bit_balance"] = sharded_lib.bit_balance(g_codes, num_bits)
+  return {k: float(v) for k, v in results.items()}
+
+
+# ----------------------------------------------------------------------------- main loop
+
+def _format_eta(seconds: float) -> str:
+  seconds = int(max(seconds, 0))
+  return f"{seconds // 3600}h{seconds // 60 % 60:02d}m" if seconds >= 3600 else (
+      f"{seconds // 60}m{seconds % 60:02d}s")
 
 
 def _log(msg: str):
