@@ -87,15 +87,15 @@ def _render_once(modality, organ, disease, size, rng, diff: Difficulty, want_org
       lesion = np.zeros((size, size), bool)
       for m in masks.values():
         lesion |= m
-      return radiograph(path, rng, diff, 1.0), lesion, lungs
+      return radiograph(path, rng, diff, 1.0, v.noise), lesion, lungs
     template, p0, zoom, center = PROJECTIONS[organ]
     v = M.posed_grid(rng, size, var, center=center, zoom=zoom)
     path, lesion, organ_mask = template(v.X, v.Y, rng, var, disease, diff, 1.6 * v.px)
-    return radiograph(path, rng, diff, p0), lesion, organ_mask
+    return radiograph(path, rng, diff, p0, v.noise), lesion, organ_mask
   if modality == "OCT":
     view = oct_grid(rng, size, var)
     scene = oct_scene(organ, rng, var, disease, diff.lesion_size, 1.6 * view.px)
-    painted = paint(scene, view, rng, want_organ)
+    painted = paint(scene, view, want_organ)
     return M.form_oct(painted, scene.info, rng, diff), painted.lesion, painted.organ
   template = phantom_slices.SLICE_TEMPLATES[organ]
   if modality == "US":
@@ -104,14 +104,14 @@ def _render_once(modality, organ, disease, size, rng, diff: Difficulty, want_org
     target_r = max((getattr(p.shape, "r", 0.05) for p in scene.disease
                     if hasattr(p, "shape")), default=0.05)
     view = M.fan_view(scene.info, rng, size, var, min(target_r, 0.3))
-    painted = paint(scene, view, rng, want_organ)
+    painted = paint(scene, view, want_organ)
     polar = M.form_us(painted, scene.info, rng, diff)
     organ_mask = M.fan_mask(painted.organ) if want_organ else None
     return M.fan_convert(polar), M.fan_mask(painted.lesion), organ_mask
   scene = template(rng, var, disease, diff.lesion_size, 1.6 * 2.0 / size, modality)
   center, zoom = scene.info.get("view", ((0.0, 0.0), 1.0))
   view = M.posed_grid(rng, size, var, center=center, zoom=zoom)
-  painted = paint(scene, view, rng, want_organ)
+  painted = paint(scene, view, want_organ)
   img = _SLICE_FORMATION[modality](painted, scene.info, rng, diff)
   return img, painted.lesion, painted.organ
 
@@ -189,7 +189,7 @@ def render_chest_multilabel(findings: Sequence[str], *, size: int = 64, seed: in
   rng = np.random.default_rng([seed, 14])  # a stream apart from render("XR", "chest", ...)
   v = M.posed_grid(rng, size, diff.anatomy_variation, center=(0.0, -0.02))
   path, masks, _ = chest_radiograph(v, rng, diff.anatomy_variation, diff, signs)
-  image = _to_uint8(radiograph(path, rng, diff, 1.0))
+  image = _to_uint8(radiograph(path, rng, diff, 1.0, v.noise))
   if not return_masks:
     return image
   empty = np.zeros((size, size), bool)

@@ -23,7 +23,7 @@ import numpy as np
 
 from dnh_jax.data import schema
 from dnh_jax.data.phantom_core import (Blob, Capsule, Difficulty, Ellipse, F32, HalfPlane, circle,
-                                       clip01, cpow, rand_harmonics, smooth_noise, smoothstep)
+                                       clip01, cpow, rand_harmonics, smoothstep)
 from dnh_jax.data.phantom_paint import View, add_dome, dome, field
 
 _PI = math.pi
@@ -136,8 +136,8 @@ def _soft(f, edge=0.5):
   return smoothstep((F32(1.0) - f) * F32(1.0 / edge))
 
 
-def _bronchograms(rng, shape, px):
-  n = smooth_noise(rng, shape, max(0.03 / px, 0.6))
+def _bronchograms(noise, px):
+  n = noise(max(0.03 / px, 0.6))
   return np.exp(-np.square(n * F32(1 / 0.25)))
 
 
@@ -153,7 +153,7 @@ def _lung_point(lung, rng, rmin=0.1, rmax=0.6, ymin=-0.6, ymax=0.6):
 
 def _signs(name, ctx):
   """One finding -> (opacity, extra path, mask) fields; opacity replaces lung air."""
-  X, Y, rng, th, c, lsz, min_r, px, lung_in, F, patchy = ctx
+  X, Y, rng, th, c, lsz, min_r, px, lung_in, F, patchy, noise = ctx
   R = lambda lo, hi: max(rng.uniform(lo, hi) * lsz, min_r)
   zero = F32(0.0)
   side = int(rng.integers(2))
@@ -230,7 +230,7 @@ def _signs(name, ctx):
       f = np.maximum(lung.scaled(1.02).f(X, Y), cut.f(X, Y))
       op = _soft(f, 0.3) * F32(rng.uniform(0.8, 0.95))
       mask = f < 0.85
-    op = np.minimum(op * (F32(1.0) - F32(0.45) * _bronchograms(rng, X.shape, px)), 1.0)
+    op = np.minimum(op * (F32(1.0) - F32(0.45) * _bronchograms(noise, px)), 1.0)
     return op * lung_in, zero, mask & lung_in
   if name == "pneumothorax":
     k = 1 - c * rng.uniform(0.15, 0.3)
@@ -254,7 +254,7 @@ def _signs(name, ctx):
   if name == "emphysema":
     return -F32(0.2) * lung_in, zero, lung_in
   if name == "fibrosis":
-    n = smooth_noise(rng, X.shape, max(0.025 / px, 0.5))
+    n = noise(max(0.025 / px, 0.5))
     net = np.exp(-np.square(n * F32(1 / 0.3)))
     upper = rng.random() < 0.3
     region = np.zeros(X.shape, bool)
@@ -290,7 +290,7 @@ def chest_radiograph(view: View, rng, var, diff: Difficulty, signs: Sequence[str
 
   def patchy():  # one patchiness field shared by all airspace opacities of the image
     if "n" not in cache:
-      cache["n"] = smooth_noise(rng, X.shape, max(0.04 / px, 0.6))
+      cache["n"] = view.noise(max(0.04 / px, 0.6))
     return cache["n"]
 
   lung_in = np.zeros(X.shape, bool)
@@ -302,7 +302,7 @@ def chest_radiograph(view: View, rng, var, diff: Difficulty, signs: Sequence[str
     air = air + np.power(dome(f), F32(0.7)) * smoothstep((dia - Y) * F32(1 / 0.03))
   air = air * (F32(1.0) - F32(0.92) * _soft(F(th.heart), 0.12))
   air = air * (F32(1.0) - _soft(F(circle(0.14, -0.4, 0.075)), 0.3))
-  ctx = (X, Y, rng, th, c, lsz, min_r, px, lung_in, F, patchy)
+  ctx = (X, Y, rng, th, c, lsz, min_r, px, lung_in, F, patchy, view.noise)
   opacity, extra, masks = F32(0.0), F32(0.0), {}
   lucency = F32(0.0)
   for name in signs:
@@ -344,7 +344,7 @@ def chest_radiograph(view: View, rng, var, diff: Difficulty, signs: Sequence[str
       ax > 0.15) * (v2 > 0) * (v2 < 6)
   # Vascular markings radiate from the hila (22 wobbly spokes each, cos(22 theta + wobble)
   # from powers of the unit complex number, no arctan2) and fade toward the periphery.
-  wob = smooth_noise(rng, X.shape, max(0.06 / px, 0.6)) * F32(0.5 * _PI)
+  wob = view.noise(max(0.06 / px, 0.6)) * F32(0.5 * _PI)
   turn = np.cos(wob) + np.complex64(1j) * np.sin(wob)
   markings = F32(0.0)
   for l in th.lungs:

@@ -155,6 +155,30 @@ def smooth_noise(rng: np.random.Generator, shape: tuple[int, int], sigma_y: floa
   return n * F32(math.sqrt(12.0) / norm)
 
 
+class NoiseBank:
+  """Smooth unit-variance noise fields for one image, several from each draw.
+
+  A field, its mirror images and (square, isotropic fields) its transposes are
+  uncorrelated to the eye, so one draw serves up to six textures; sigmas are rounded to
+  half pixels so textures of similar grain share draws. Returned arrays are views: do
+  not modify them in place.
+  """
+
+  def __init__(self, rng: np.random.Generator, shape: tuple[int, int]):
+    self.rng, self.shape, self.cache = rng, shape, {}
+
+  def __call__(self, sigma_y: float, sigma_x: float | None = None) -> np.ndarray:
+    sigma_x = sigma_y if sigma_x is None else sigma_x
+    key = (round(sigma_y * 2) / 2, round(sigma_x * 2) / 2)
+    entry = self.cache.get(key)
+    variants = 6 if key[0] == key[1] and self.shape[0] == self.shape[1] else 4
+    if entry is None or entry[1] >= variants:
+      entry = self.cache[key] = [smooth_noise(self.rng, self.shape, *key), 0]
+    n, k = entry
+    entry[1] += 1
+    return (n, n[::-1, ::-1], n[::-1], n[:, ::-1], n.T, n.T[::-1, ::-1])[k]
+
+
 @functools.lru_cache(maxsize=64)
 def _upsample_matrix(n_out: int, n_ctrl: int) -> np.ndarray:
   """Gaussian-RBF interpolation weights float32[n_out, n_ctrl] over [-1, 1]."""

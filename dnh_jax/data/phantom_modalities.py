@@ -25,7 +25,7 @@ import math
 import numpy as np
 
 from dnh_jax.data import phantom_tissues as T
-from dnh_jax.data.phantom_core import Difficulty, F32, clamp, blur, grid, lowfreq, smooth_noise
+from dnh_jax.data.phantom_core import Difficulty, F32, blur, clamp, grid, lowfreq
 from dnh_jax.data.phantom_paint import Painted, View, tissue_map
 
 _FAN_HALF_ANGLE = 0.55      # radians, curvilinear probe
@@ -57,7 +57,7 @@ def posed_grid(rng: np.random.Generator, size: int, var: float, center=(0.0, 0.0
   gx0 = tx - ax * center[0] - ay * center[1]
   gy0 = ty - bx * center[0] - by * center[1]
   affine = ((gy0 + 1) * k - 0.5, bx * k, by * k, (gx0 + 1) * k - 0.5, ax * k, ay * k)
-  return View(X, Y, 2.0 / (size * s), affine, margin=4.0 * warp * var)
+  return View(X, Y, 2.0 / (size * s), rng, affine, margin=4.0 * warp * var)
 
 
 def _ray_exit(ellipse, p, u):
@@ -112,7 +112,8 @@ def fan_view(info: dict, rng: np.random.Generator, size: int, var: float,
   dy = -ux * np.sin(phi) + uy * np.cos(phi)
   X = F32(apex[0]) + r * dx[None, :].astype(F32)
   Y = F32(apex[1]) + r * dy[None, :].astype(F32)
-  return View(X, Y, depth / size, polar=(apex[0], apex[1], ux, uy, r0, depth, _FAN_HALF_ANGLE))
+  return View(X, Y, depth / size, rng,
+              polar=(apex[0], apex[1], ux, uy, r0, depth, _FAN_HALF_ANGLE))
 
 
 @functools.lru_cache(maxsize=32)
@@ -159,7 +160,7 @@ def form_ct(p: Painted, info: dict, rng, diff: Difficulty) -> np.ndarray:
   size = p.labels.shape[0]
   level, width = info["window"]
   hu = tissue_map(T.PROPS["ct"], p, diff.lesion_contrast)
-  hu = hu + T.PROPS["tex"][p.labels] * F32(0.15 * width) * smooth_noise(rng, hu.shape, 1.0)
+  hu = hu + T.PROPS["tex"][p.labels] * F32(0.15 * width) * p.noise(1.0)
   hu = blur(hu, 0.55)
   jit = min(diff.noise, 2.0)  # acquisition settings vary with the noise knob too
   level += rng.normal(0, 0.03) * width * jit
@@ -167,7 +168,7 @@ def form_ct(p: Painted, info: dict, rng, diff: Difficulty) -> np.ndarray:
   X0, Y0 = grid(size, size)
   table = (np.abs(Y0 - F32(0.9 + 0.08 * X0 ** 2)) < 0.02) & (np.abs(X0) < 0.8)
   hu = np.where(table & (p.labels == T.AIR), F32(150.0), hu)
-  hu = hu + F32(0.015 * width * diff.noise) * smooth_noise(rng, hu.shape, 0.7)
+  hu = hu + F32(0.015 * width * diff.noise) * p.noise(0.5)
   hu = np.where(X0 * X0 + Y0 * Y0 > 0.985, F32(-1024.0), hu)
   return np.clip((hu - F32(level - width / 2)) * F32(1 / width), 0.0, 1.0)
 
@@ -176,7 +177,7 @@ def form_mri(p: Painted, info: dict, rng, diff: Difficulty) -> np.ndarray:
   """T1-weighted MR magnitude image float32[H, W] in [0, 1] from a painted slice."""
   del info
   sig = tissue_map(T.PROPS["mri"], p, diff.lesion_contrast)
-  sig = sig * (1 + T.PROPS["tex"][p.labels] * F32(0.6) * smooth_noise(rng, sig.shape, 1.2))
+  sig = sig * (1 + T.PROPS["tex"][p.labels] * F32(0.6) * p.noise(1.0))
   sig = blur(np.maximum(sig, 0.0), 0.6)
   amp = 0.18 + 0.08 * diff.noise
   bias = np.exp(F32(amp) * lowfreq(rng, sig.shape, 3))
@@ -196,7 +197,7 @@ def form_us(p: Painted, info: dict, rng, diff: Difficulty, ggo_tissue=T.GGO) -> 
   echo = tissue_map(T.PROPS["echo"], p, c)
   att = tissue_map(T.PROPS["uatt"], p, c)
   z = blur(tissue_map(T.PROPS["z"], p, c), 0.5, 0.3)
-  echo = echo * np.maximum(1 + T.PROPS["tex"][p.labels] * smooth_noise(rng, echo.shape, 1.5), 0)
+  echo = echo * np.maximum(1 + T.PROPS["tex"][p.labels] * p.noise(1.5), 0)
   z_prev = np.concatenate([z[:1], z[:-1]], axis=0)
   refl = np.abs(z - z_prev) / (z + z_prev + F32(0.05))
   loss = att * F32(1.0 / h) + F32(1.5) * refl
@@ -205,7 +206,7 @@ def form_us(p: Painted, info: dict, rng, diff: Difficulty, ggo_tissue=T.GGO) -> 
   tgc = np.exp(F32(1.4) * depth)
   k = 0.5 + 0.5 * min(diff.noise, 1.0)  # fully developed speckle at noise >= 1
   sa = max(0.6, h / 110)  # speckle grain: a fixed fraction of the field of view
-  a, b = smooth_noise(rng, (h, w), sa, 1.7 * sa), smooth_noise(rng, (h, w), sa, 1.7 * sa)
+  a, b = p.noise(sa, 1.7 * sa), p.noise(sa, 1.7 * sa)
   env = F32(1 - k) + F32(k * 0.8) * np.sqrt(a * a + b * b)
   sig = (echo * env + F32(3.0) * refl * (F32(0.5) + F32(0.5) * env)) * trans
   # Reverberations: below the first gas / lung interface of each beam.
@@ -237,14 +238,14 @@ def form_oct(p: Painted, info: dict, rng, diff: Difficulty) -> np.ndarray:
   c = diff.lesion_contrast
   refl = tissue_map(T.PROPS["oct"], p, c)
   att = tissue_map(T.PROPS["oatt"], p, c)
-  refl = refl * np.maximum(1 + T.PROPS["tex"][p.labels] * smooth_noise(rng, (h, w), 0.8, 1.5), 0)
+  refl = refl * np.maximum(1 + T.PROPS["tex"][p.labels] * p.noise(1.0, 1.5), 0)
   refl = blur(refl, 0.5, 0.7)
   trans = np.exp(F32(-2.0 / h) * np.cumsum(att, axis=0))
   rolloff = np.exp(F32(-0.6) * (np.arange(h, dtype=F32) / h))[:, None]
   # Averaged B-scans: log-normal speckle of moderate contrast, elongated laterally.
   k = 0.5 + 0.5 * min(diff.noise, 2.0)
   sa = max(0.5, h / 140)
-  speckle = np.exp(F32(0.5 * k) * smooth_noise(rng, (h, w), sa, 1.8 * sa) - F32(0.12 * k * k))
+  speckle = np.exp(F32(0.5 * k) * p.noise(sa, 1.8 * sa) - F32(0.12 * k * k))
   sig = refl * trans * rolloff * speckle
   sig = sig + F32(0.002 + 0.002 * diff.noise) * np.abs(rng.standard_normal((h, w), dtype=F32))
   db = np.log10(sig + F32(1e-4))

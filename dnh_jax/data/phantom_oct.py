@@ -15,7 +15,7 @@ import numpy as np
 
 from dnh_jax.data import phantom_tissues as T
 from dnh_jax.data.phantom_core import Band, Below, Blob, F32, clamp, circle, rand_harmonics
-from dnh_jax.data.phantom_paint import Pattern, Prim, Scene, Soft, View
+from dnh_jax.data.phantom_paint import Layers, Pattern, Prim, Scene, Soft, View
 
 
 def oct_grid(rng: np.random.Generator, size: int, var: float) -> View:
@@ -28,7 +28,7 @@ def oct_grid(rng: np.random.Generator, size: int, var: float) -> View:
   Y = np.ascontiguousarray(np.broadcast_to(y[:, None], (size, size)))
   k = 0.5 * size
   affine = (k - 0.5, 0.0, s * k, (1 - off * s) * k - 0.5, s * k, 0.0)
-  return View(X, Y, 2.0 / (size * s), affine)
+  return View(X, Y, 2.0 / (size * s), rng, affine)
 
 
 def _gauss(x, m, w):
@@ -108,10 +108,9 @@ def retina_scene(rng, var, disease, lsz, min_r):
     r.detach.append((m + side * w * 1.5, w * 1.2, max(rng.uniform(0.03, 0.07) * lsz, h_min)))
   elif disease == "dme":
     r.thick.append((r.xf, 0.25, rng.uniform(0.06, 0.12) * lsz))
-  anatomy = [Prim(Below(r.top(i)), t) for i, t in enumerate(_Retina.LAYERS)]
-  anatomy += [Prim(Below(r.bruch), T.CHOROID),
-              Prim(Below(lambda x: r.bruch(x) + F32(0.22)), T.SCLERA),
-              Pattern(T.INL, "spots", 0.04, 1.0, within=(T.CHOROID,))]
+  anatomy = [Layers(lambda x: r.boundaries(x) + [r.bruch(x), r.bruch(x) + F32(0.22)],
+                   _Retina.LAYERS + (T.CHOROID, T.SCLERA)),
+             Pattern(T.INL, "spots", 0.04, 1.0, within=(T.CHOROID,))]
   vessels = []
   for _ in range(int(rng.integers(1, 4))):
     vx = float(rng.uniform(-0.9, 0.9))
@@ -145,16 +144,17 @@ def _surface_scene(rng, var, layers, textures, organ_index):
   w1, p1 = 0.02 + J(0.01), rng.uniform(0, 6.3)
   surface = lambda x: (F32(y0) + F32(tilt) * x + F32(curv) * np.square(x)
                        + F32(w1) * np.sin(F32(4.0) * x + F32(p1)))
-  anatomy, depth = [], 0.0
-  tops = []
-  for tissue, thick in layers:
-    d = depth
-    top = (lambda x, d=d: surface(x) + F32(d))
-    tops.append(top)
-    anatomy.append(Prim(Below(top), tissue))
+  depths, depth = [], 0.0
+  for _, thick in layers:
+    depths.append(depth)
     depth += thick * (1 + J(0.08))
-  anatomy += textures
-  organ = Below(tops[organ_index])
+
+  def boundaries(x):
+    s = surface(x)
+    return [s + F32(d) for d in depths]
+
+  anatomy = [Layers(boundaries, tuple(t for t, _ in layers)), *textures]
+  organ = Below(lambda x: surface(x) + F32(depths[organ_index]))
   return anatomy, organ, surface
 
 

@@ -16,7 +16,7 @@ from typing import Sequence
 
 import numpy as np
 
-from dnh_jax.data.phantom_core import F32, Ellipse, smooth_noise, smoothstep
+from dnh_jax.data.phantom_core import F32, Ellipse, NoiseBank, _columns, smoothstep
 
 # ---------------------------------------------------------------------------------------
 # Scene: anatomy primitives painted in order into an integer tissue map, then disease
@@ -66,6 +66,18 @@ class Soft:
 
 
 @dataclasses.dataclass
+class Layers:
+  """Stacked layers: tissues[k] fills everything below boundaries(x)[k], painted in order
+  as Prims with `Below` shapes would be, at two array operations per layer.
+
+  `boundaries` maps a row of x (float32[1, W] or [H, W]) to one curve per tissue."""
+
+  boundaries: object
+  tissues: Sequence[int]
+  shape = None
+
+
+@dataclasses.dataclass
 class Scene:
   """An organ template instance (anatomy + disease) in template coordinates."""
 
@@ -86,6 +98,7 @@ class Painted:
   softs: list                      # (tissue, weight float32 map, is_lesion)
   lesion: np.ndarray               # bool lesion mask
   organ: np.ndarray | None         # bool organ mask (when asked)
+  noise: NoiseBank | None = None   # the view's noise fields, for image formation
 
 
 class View:
@@ -98,17 +111,15 @@ class View:
   (smooth warps).
   """
 
-  def __init__(self, X, Y, px, affine=None, margin=0.0, polar=None):
+  def __init__(self, X, Y, px, rng=None, affine=None, margin=0.0, polar=None):
     self.X, self.Y, self.px = X, Y, px
     self.affine, self.margin, self.polar = affine, margin, polar
+    self.noise = NoiseBank(rng, X.shape)  # the image's smooth noise fields
     # Template box the view can see: shapes outside it are skipped without any array work.
     self.tbox = (float(X.min()), float(X.max()), float(Y.min()), float(Y.max()))
 
-  def window(self, bbox, extra: float = 0.0, multiple: int = 1):
-    """(rows, cols) slices covering template box bbox, None = everything, False = none.
-
-    With multiple > 1 the window's sides are rounded up to multiples of it (bounded
-    shapes of noise fields keep the blur-matrix cache small)."""
+  def window(self, bbox, extra: float = 0.0):
+    """(rows, cols) slices covering template box bbox, None = everything, False = none."""
     if bbox is None or (self.affine is None and self.polar is None):
       return None
     h, w = self.X.shape
@@ -142,16 +153,7 @@ class View:
     ca, cb = max(int(cols[0]), 0), min(int(math.ceil(cols[1])) + 1, w)
     if ra >= rb or ca >= cb:
       return False
-    if multiple > 1:
-      ra, rb = _round_span(ra, rb, h, multiple)
-      ca, cb = _round_span(ca, cb, w, multiple)
     return slice(ra, rb), slice(ca, cb)
-
-
-def _round_span(a, b, n, multiple):
-  length = min(-(-(b - a) // multiple) * multiple, n)
-  a = min(a, n - length)
-  return a, a + length
 
 
 def dome(f: np.ndarray) -> np.ndarray:
@@ -209,12 +211,11 @@ def quadratic_basis(X: np.ndarray, Y: np.ndarray) -> np.ndarray:
   return np.stack([X * X, X * Y, Y * Y, X, Y, np.ones_like(X)]).astype(F32)
 
 
-def _paint_list(prims, X, Y, view, extra, labels, rng, lesion, softs, basis):
+def _paint_list(prims, X, Y, view, extra, labels, lesion, softs, basis):
   px = view.px
   for p in prims:
     kind = type(p)
-    noisy = kind is Pattern or (kind is Soft and p.noise)
-    win = view.window(None if p.shape is None else p.shape.bbox(), extra, 16 if noisy else 1)
+    win = view.window(None if p.shape is None else p.shape.bbox(), extra)
     if win is False:
       continue
     if win is None:
@@ -229,8 +230,16 @@ def _paint_list(prims, X, Y, view, extra, labels, rng, lesion, softs, basis):
         m = p.shape.f(Xs, Ys) < 1
       if p.clip is not None:
         m &= p.clip.f(Xs, Ys) < 1
+    elif kind is Layers:
+      idx = np.zeros(lab.shape, np.int8)
+      for k, curve in enumerate(p.boundaries(_columns(Xs))):
+        idx = np.where(Ys > curve, np.int8(k + 1), idx)
+      table = np.array((0,) + tuple(p.tissues), np.int8)
+      np.copyto(lab, table[idx], where=idx > 0)
+      continue
     elif kind is Pattern:
-      n = smooth_noise(rng, lab.shape, max(p.sigma / px, 0.3))
+      n = view.noise(max(p.sigma / px, 0.5))
+      n = n if win is None else n[win]
       if p.mode == "ridges":
         m = np.abs(n) < p.a
       elif p.mode == "spots":
@@ -245,8 +254,9 @@ def _paint_list(prims, X, Y, view, extra, labels, rng, lesion, softs, basis):
       f = p.shape.f(Xs, Ys)
       w = smoothstep((F32(1.0) - f) * F32(1.0 / p.edge)) * F32(p.strength)
       if p.noise:
-        w *= np.minimum(np.maximum(
-            F32(1.0) + F32(p.noise) * smooth_noise(rng, lab.shape, max(0.05 / px, 0.5)), 0), 2)
+        n = view.noise(max(0.05 / px, 0.5))
+        n = n if win is None else n[win]
+        w *= np.minimum(np.maximum(F32(1.0) + F32(p.noise) * n, 0), 2)
         w = np.minimum(w, 1.0)
       if p.within is not None:
         w *= _allowed(p.within)[lab]
@@ -269,9 +279,9 @@ def _paint_list(prims, X, Y, view, extra, labels, rng, lesion, softs, basis):
       les |= m
 
 
-def paint(scene: Scene, view: View, rng: np.random.Generator,
-          want_organ: bool = False) -> Painted:
-  """Paints `scene` on `view`; all outputs have the view's shape."""
+def paint(scene: Scene, view: View, want_organ: bool = False) -> Painted:
+  """Paints `scene` on `view`; all outputs have the view's shape (textures draw on the
+  view's noise bank, so the result is a function of the view's generator)."""
   X, Y = view.X, view.Y
   if scene.warp:
     Xa, Ya = _mass_effect(X, Y, scene.warp)
@@ -282,17 +292,17 @@ def paint(scene: Scene, view: View, rng: np.random.Generator,
   lesion = np.zeros(X.shape, bool)
   softs: list = []
   basis = quadratic_basis(Xa, Ya)
-  _paint_list(scene.anatomy, Xa, Ya, view, extra, labels, rng, lesion, softs, basis)
+  _paint_list(scene.anatomy, Xa, Ya, view, extra, labels, lesion, softs, basis)
   base = labels.copy()
   if Xa is not X:
     basis = quadratic_basis(X, Y)
-  _paint_list(scene.disease, X, Y, view, 0.0, labels, rng, lesion, softs, basis)
+  _paint_list(scene.disease, X, Y, view, 0.0, labels, lesion, softs, basis)
   organ = None
   if want_organ:
     organ = np.zeros(X.shape, bool)
     for s in scene.organ:
       organ |= s.f(Xa, Ya) < 1
-  return Painted(base, labels, softs, lesion, organ)
+  return Painted(base, labels, softs, lesion, organ, view.noise)
 
 
 def tissue_map(column: np.ndarray, painted: Painted, contrast: float) -> np.ndarray:

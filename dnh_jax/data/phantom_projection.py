@@ -24,8 +24,8 @@ def shell(e: Ellipse, thickness: float) -> callable:
   return lambda X, Y: dome(e.f(X, Y)) - F32(1 - thickness) * dome(inner.f(X, Y))
 
 
-def radiograph(path: np.ndarray, rng: np.random.Generator, diff: Difficulty,
-               p0: float) -> np.ndarray:
+def radiograph(path: np.ndarray, rng: np.random.Generator, diff: Difficulty, p0: float,
+               noise=None) -> np.ndarray:
   """Detector response and processing of a path-length map -> float32 [0, 1].
 
   Film-like compression 1 - exp(-path / p0), a little scatter glow and edge enhancement
@@ -36,8 +36,8 @@ def radiograph(path: np.ndarray, rng: np.random.Generator, diff: Difficulty,
   v = blur(v, 0.6)
   glow = blur(v, max(2.0, v.shape[0] / 24))
   v = v + F32(0.35) * (v - glow)
-  v = v + F32(0.025 * diff.noise) * np.sqrt(v.clip(0, 1) + 0.05) * smooth_noise(
-      rng, v.shape, 0.6)
+  grain = noise(0.5) if noise is not None else smooth_noise(rng, v.shape, 0.5)
+  v = v + F32(0.025 * diff.noise) * np.sqrt(np.maximum(v, 0) + F32(0.05)) * grain
   return np.clip(v, 0.0, 1.0)
 
 
