@@ -26,7 +26,8 @@ and is not run again; a cell interrupted mid-training resumes from its checkpoin
 trainer does that). A failed cell is recorded (error.txt in its workdir) and the others go
 on; the exit status is 1 if any failed. The tables are rewritten after every cell:
 <workdir>/ablation.md (best value per column in bold) and <workdir>/ablation.csv (raw
-numbers and a `best` column naming the metrics a row is best at).
+numbers and a `best` column naming the metrics a row is best at); `--name` renames them,
+so several sweeps can share one workdir and reuse each other's finished cells.
 
 Metrics (`--metrics`, comma-separated, fnmatch patterns allowed) are read from each
 cell's results.json; a name absent there is looked up in the last row of the cell's
@@ -72,6 +73,8 @@ _LOWER = flags.DEFINE_string("lower_is_better", "*seconds*,*loss*,*dist_type1*,"
                              "*quantization_error*", "Patterns of metrics where lower wins.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output folder (default "
                                "workdirs/ablate-<config name>).")
+_NAME = flags.DEFINE_string("name", "ablation", "Table file names: <workdir>/<name>.md, .csv "
+                            "(several tables can share one workdir and its finished cells).")
 _DRY_RUN = flags.DEFINE_bool("dry_run", False, "List the cells and their state, run nothing.")
 _STOP_ON_ERROR = flags.DEFINE_bool("stop_on_error", False, "Stop at the first failed cell.")
 
@@ -417,12 +420,13 @@ def to_csv(table: Table, lower_is_better: Sequence[str]) -> str:
 
 
 def write_tables(cells: Sequence[Cell], workdir: str, patterns: Sequence[str],
-                 lower_is_better: Sequence[str], title: str = "") -> Table:
-  """Writes <workdir>/ablation.md and ablation.csv atomically; returns the table."""
+                 lower_is_better: Sequence[str], title: str = "",
+                 name: str = "ablation") -> Table:
+  """Writes <workdir>/<name>.md and <name>.csv atomically; returns the table."""
   table = collect(cells, workdir, patterns)
-  atomic_write_text(os.path.join(workdir, "ablation.md"),
+  atomic_write_text(os.path.join(workdir, name + ".md"),
                     to_markdown(table, lower_is_better, title))
-  atomic_write_text(os.path.join(workdir, "ablation.csv"), to_csv(table, lower_is_better))
+  atomic_write_text(os.path.join(workdir, name + ".csv"), to_csv(table, lower_is_better))
   return table
 
 
@@ -441,7 +445,8 @@ def _eta(seconds: float) -> str:
 def run_ablation(cells: Sequence[Cell], workdir: str, *, metrics: Sequence[str],
                  lower_is_better: Sequence[str] = (), train_fn: Callable | None = None,
                  dry_run: bool = False, stop_on_error: bool = False,
-                 title: str = "", log: Callable[[str], None] = print) -> dict[str, str]:
+                 title: str = "", name: str = "ablation",
+                 log: Callable[[str], None] = print) -> dict[str, str]:
   """Runs the cells that have no results yet and writes the tables.
 
   Args:
@@ -453,6 +458,7 @@ def run_ablation(cells: Sequence[Cell], workdir: str, *, metrics: Sequence[str],
     dry_run: only report each cell's state.
     stop_on_error: re-raise the first failure instead of going on.
     title: heading of the Markdown table.
+    name: table file names (<workdir>/<name>.md, .csv; cells.json likewise).
     log: where progress lines go.
 
   Returns:
@@ -469,7 +475,7 @@ def run_ablation(cells: Sequence[Cell], workdir: str, *, metrics: Sequence[str],
     except Exception as e:  # any config error: name the cell, stop before running
       raise ValueError(f"cell {cell.name!r} ({cell.config_file}:{cell.arg}): {e}") from e
   os.makedirs(workdir, exist_ok=True)
-  atomic_write_json(os.path.join(workdir, "cells.json"),
+  atomic_write_json(os.path.join(workdir, name + ".cells.json"),
                     [{"name": c.name, "config": c.config_file, "arg": c.arg,
                       "seed": c.seed, "labels": dict(c.labels),
                       "set": {k: repr(v) for k, v in c.overrides}} for c in cells])
@@ -503,11 +509,11 @@ def run_ablation(cells: Sequence[Cell], workdir: str, *, metrics: Sequence[str],
       atomic_write_text(os.path.join(path, ERROR), traceback.format_exc())
       log(f"  FAILED, traceback in {os.path.join(path, ERROR)}")
       if stop_on_error:
-        write_tables(cells, workdir, metrics, lower_is_better, title)
+        write_tables(cells, workdir, metrics, lower_is_better, title, name)
         raise
     durations.append(time.time() - t0)
-    write_tables(cells, workdir, metrics, lower_is_better, title)
-  table = write_tables(cells, workdir, metrics, lower_is_better, title)
+    write_tables(cells, workdir, metrics, lower_is_better, title, name)
+  table = write_tables(cells, workdir, metrics, lower_is_better, title, name)
   if not table.metric_columns:
     log(f"no metric matches {list(metrics)}; see a cell's results.json for the names")
   return status
@@ -537,13 +543,13 @@ def main(argv):
   title = " ".join(a for a in sys.argv[1:] if not a.startswith("--workdir"))
   status = run_ablation(cells, workdir, metrics=_split(_METRICS.value),
                         lower_is_better=_split(_LOWER.value), dry_run=_DRY_RUN.value,
-                        stop_on_error=_STOP_ON_ERROR.value,
+                        stop_on_error=_STOP_ON_ERROR.value, name=_NAME.value,
                         title=f"python -m dnh_jax.ablate {title}")
   if not _DRY_RUN.value:
-    with open(os.path.join(workdir, "ablation.md")) as f:
+    md = os.path.join(workdir, _NAME.value + ".md")
+    with open(md) as f:
       print(f.read())
-    print(f"Tables: {os.path.join(workdir, 'ablation.md')}, "
-          f"{os.path.join(workdir, 'ablation.csv')}")
+    print(f"Tables: {md}, {os.path.join(workdir, _NAME.value + '.csv')}")
   failed = [n for n, s in status.items() if s == "failed"]
   if failed:
     print(f"{len(failed)} cell(s) failed: {failed}", file=sys.stderr)
