@@ -343,11 +343,8 @@ def _sharded_topk(qj, g, k, terms, mesh, axis_name, group, chunk):
   sharding = NamedSharding(mesh, P(axis_name, None))
   outs = []
   if local_n:
-    k_local = min(k, local_n)
-    body = functools.partial(_shard_body, k=k_local, k_out=min(k, even), terms=terms,
-                             group=group, chunk=chunk, axis_name=axis_name, local_n=local_n)
-    fn = jax.jit(jax.shard_map(body, mesh=mesh, in_specs=(P(), P(axis_name, None)),
-                               out_specs=(P(), P()), check_vma=False))
+    fn = _sharded_fn(mesh, axis_name, min(k, local_n), min(k, even), terms, group, chunk,
+                     local_n)
     gs = g if even == n and isinstance(g, jax.Array) else g[:even]
     outs.append(fn(jax.device_put(qj, NamedSharding(mesh, P())),
                    jax.device_put(gs, sharding)))
@@ -359,6 +356,15 @@ def _sharded_topk(qj, g, k, terms, mesh, axis_name, group, chunk):
     return outs[0]
   (da, ia), (db, ib) = outs
   return _merge_jit(da, ia, db, ib, k)
+
+
+@functools.lru_cache(maxsize=32)
+def _sharded_fn(mesh, axis_name, k_local, k_out, terms, group, chunk, local_n):
+  """One compiled shard_map per configuration (rebuilding it would recompile)."""
+  body = functools.partial(_shard_body, k=k_local, k_out=k_out, terms=terms, group=group,
+                           chunk=chunk, axis_name=axis_name, local_n=local_n)
+  return jax.jit(jax.shard_map(body, mesh=mesh, in_specs=(P(), P(axis_name, None)),
+                               out_specs=(P(), P()), check_vma=False))
 
 
 @functools.partial(jax.jit, static_argnames=("k", "terms"))
