@@ -117,38 +117,49 @@ class View:
     self.noise = NoiseBank(rng, X.shape)  # the image's smooth noise fields
     # Template box the view can see: shapes outside it are skipped without any array work.
     self.tbox = (float(X.min()), float(X.max()), float(Y.min()), float(Y.max()))
+    if affine is not None:  # with absolute values, for the box extents
+      self._aff = tuple(affine) + tuple(abs(v) for v in affine[1:3] + affine[4:6])
 
   def window(self, bbox, extra: float = 0.0):
     """(rows, cols) slices covering template box bbox, None = everything, False = none."""
-    if bbox is None or (self.affine is None and self.polar is None):
+    if bbox is None:
       return None
-    h, w = self.X.shape
+    x0, x1, y0, y1 = bbox
     m = self.margin + extra
-    x0, x1, y0, y1 = bbox[0] - m, bbox[1] + m, bbox[2] - m, bbox[3] + m
     tb = self.tbox
-    if x1 < tb[0] or x0 > tb[1] or y1 < tb[2] or y0 > tb[3]:
+    if x1 + m < tb[0] or x0 - m > tb[1] or y1 + m < tb[2] or y0 - m > tb[3]:
       return False
-    if self.affine is not None:
-      r0, rx, ry, c0, cx, cy = self.affine
-      mx, my, hx, hy = (x0 + x1) * 0.5, (y0 + y1) * 0.5, (x1 - x0) * 0.5, (y1 - y0) * 0.5
-      rm, rh = r0 + rx * mx + ry * my, abs(rx) * hx + abs(ry) * hy + 1.5
-      cm, ch = c0 + cx * mx + cy * my, abs(cx) * hx + abs(cy) * hy + 1.5
-      rows, cols = (rm - rh, rm + rh), (cm - ch, cm + ch)
-    else:
-      ax, ay, ux, uy, r0, depth, half = self.polar
-      if x0 <= ax <= x1 and y0 <= ay <= y1:
-        return None
-      dmin = math.hypot(min(max(ax, x0), x1) - ax, min(max(ay, y0), y1) - ay)
-      if dmin > r0 + depth:
+    h, w = self.X.shape
+    if self.affine is not None:  # called for every shape: kept to plain float arithmetic
+      r0, rx, ry, c0, cx, cy, arx, ary, acx, acy = self._aff
+      mx, my = (x0 + x1) * 0.5, (y0 + y1) * 0.5
+      hx, hy = (x1 - x0) * 0.5 + m, (y1 - y0) * 0.5 + m
+      rm, rh = r0 + rx * mx + ry * my, arx * hx + ary * hy + 1.5
+      cm, ch = c0 + cx * mx + cy * my, acx * hx + acy * hy + 1.5
+      ra, rb = int(rm - rh), int(rm + rh) + 2
+      ca, cb = int(cm - ch), int(cm + ch) + 2
+      ra, ca = (ra if ra > 0 else 0), (ca if ca > 0 else 0)
+      rb, cb = (rb if rb < h else h), (cb if cb < w else w)
+      if ra >= rb or ca >= cb:
         return False
-      corners = ((x0 - ax, y0 - ay), (x0 - ax, y1 - ay), (x1 - ax, y0 - ay), (x1 - ax, y1 - ay))
-      dmax = math.sqrt(max(dx * dx + dy * dy for dx, dy in corners))
-      phis = [math.atan2(uy * dx - ux * dy, ux * dx + uy * dy) for dx, dy in corners]
-      if max(phis) - min(phis) > math.pi:  # the box straddles the backward direction
-        return None
-      rows = ((dmin - r0) / depth * h - 1.5, (dmax - r0) / depth * h + 1.5)
-      cols = ((min(phis) + half) / (2 * half) * w - 1.5,
-              (max(phis) + half) / (2 * half) * w + 1.5)
+      return slice(ra, rb), slice(ca, cb)
+    if self.polar is None:
+      return None
+    x0, x1, y0, y1 = x0 - m, x1 + m, y0 - m, y1 + m
+    ax, ay, ux, uy, r0, depth, half = self.polar
+    if x0 <= ax <= x1 and y0 <= ay <= y1:
+      return None
+    dmin = math.hypot(min(max(ax, x0), x1) - ax, min(max(ay, y0), y1) - ay)
+    if dmin > r0 + depth:
+      return False
+    corners = ((x0 - ax, y0 - ay), (x0 - ax, y1 - ay), (x1 - ax, y0 - ay), (x1 - ax, y1 - ay))
+    dmax = math.sqrt(max(dx * dx + dy * dy for dx, dy in corners))
+    phis = [math.atan2(uy * dx - ux * dy, ux * dx + uy * dy) for dx, dy in corners]
+    if max(phis) - min(phis) > math.pi:  # the box straddles the backward direction
+      return None
+    rows = ((dmin - r0) / depth * h - 1.5, (dmax - r0) / depth * h + 1.5)
+    cols = ((min(phis) + half) / (2 * half) * w - 1.5,
+            (max(phis) + half) / (2 * half) * w + 1.5)
     ra, rb = max(int(rows[0]), 0), min(int(math.ceil(rows[1])) + 1, h)
     ca, cb = max(int(cols[0]), 0), min(int(math.ceil(cols[1])) + 1, w)
     if ra >= rb or ca >= cb:
