@@ -176,8 +176,8 @@ def _signs(name, ctx):
       lung = th.lungs[i]
       q = np.minimum(np.maximum((X - F32(lung.cx)) * F32((1 if i else -1) / lung.a), -1), 1)
       h = max(rng.uniform(0.1, 0.3) * (0.5 + 0.5 * c), 2.5 * min_r)
-      top = th.diaphragm(i, X) - F32(h) * (F32(0.35) + F32(0.65) * np.power(
-          (q + 1) * 0.5, 1.5)) - F32(0.02)
+      q = (q + F32(1.0)) * F32(0.5)
+      top = th.diaphragm(i, X) - F32(h) * (F32(0.35) + F32(0.65) * q * np.sqrt(q)) - F32(0.02)
       region = (Y > top) & (lung.scaled(1.05).f(X, Y) < 1)
       op = np.maximum(op, smoothstep((Y - top) * F32(1 / 0.04)) * region)
       mask |= region & (Y > top + 0.01)
@@ -299,7 +299,8 @@ def chest_radiograph(view: View, rng, var, diff: Difficulty, signs: Sequence[str
   for i, f in enumerate(th.lung_f):
     dia = th.diaphragm(i, X)
     lung_in |= (f < 1) & (Y < dia)
-    air = air + np.power(dome(f), F32(0.7)) * smoothstep((dia - Y) * F32(1 / 0.03))
+    d = dome(f)
+    air = air + np.sqrt(d * np.sqrt(d)) * smoothstep((dia - Y) * F32(1 / 0.03))  # d^0.75
   air = air * (F32(1.0) - F32(0.92) * _soft(F(th.heart), 0.12))
   air = air * (F32(1.0) - _soft(F(circle(0.14, -0.4, 0.075)), 0.3))
   ctx = (X, Y, rng, th, c, lsz, min_r, px, lung_in, F, patchy, view.noise)
@@ -344,17 +345,21 @@ def chest_radiograph(view: View, rng, var, diff: Difficulty, signs: Sequence[str
       ax > 0.15) * (v2 > 0) * (v2 < 6)
   # Vascular markings radiate from the hila (22 wobbly spokes each, cos(22 theta + wobble)
   # from powers of the unit complex number, no arctan2) and fade toward the periphery.
-  wob = view.noise(max(0.06 / px, 0.6)) * F32(0.5 * _PI)
-  turn = np.cos(wob) + np.complex64(1j) * np.sin(wob)
-  markings = F32(0.0)
-  for l in th.lungs:
-    dx, dy = X - F32(l.cx * 0.45), Y + F32(0.05)
+  wob = view.noise(max(0.06 / px, 0.6))
+  markings = np.zeros(X.shape, F32)
+  for l in th.lungs:  # each lung shows the spokes of its own hilum
+    win = view.window(l.bbox())
+    if win is False:
+      continue
+    win = (slice(None), slice(None)) if win is None else win
+    dx, dy = X[win] - F32(l.cx * 0.45), Y[win] + F32(0.05)
+    w = wob[win] * F32(0.5 * _PI)
     rho = np.sqrt(dx * dx + dy * dy)
     z = (dx + np.complex64(1j) * dy) / (rho + F32(1e-6))
-    spokes = F32(0.5) + F32(0.5) * (cpow(z, 22) * turn).real
+    spokes = F32(0.5) + F32(0.5) * (cpow(z, 22) * (np.cos(w) + np.complex64(1j) * np.sin(w))).real
     for _ in range(4):
       spokes = spokes * spokes
-    markings = markings + spokes * np.exp(-rho * F32(2.2))
+    markings[win] += spokes * np.exp(-rho * F32(2.2))
   if "emphysema" in signs:
     markings = markings * F32(0.4)
   ptx = masks.get("pneumothorax", None)

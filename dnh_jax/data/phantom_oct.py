@@ -28,7 +28,8 @@ def oct_grid(rng: np.random.Generator, size: int, var: float) -> View:
   Y = np.ascontiguousarray(np.broadcast_to(y[:, None], (size, size)))
   k = 0.5 * size
   affine = (k - 0.5, 0.0, s * k, (1 - off * s) * k - 0.5, s * k, 0.0)
-  return View(X, Y, 2.0 / (size * s), rng, affine)
+  tbox = (float(x[0]), float(x[-1]), float(y[0]), float(y[-1]))
+  return View(X, Y, 2.0 / (size * s), rng, affine, tbox=tbox)
 
 
 def _gauss(x, m, w):

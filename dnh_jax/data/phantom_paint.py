@@ -111,12 +111,12 @@ class View:
   (smooth warps).
   """
 
-  def __init__(self, X, Y, px, rng=None, affine=None, margin=0.0, polar=None):
+  def __init__(self, X, Y, px, rng=None, affine=None, margin=0.0, polar=None, tbox=None):
     self.X, self.Y, self.px = X, Y, px
     self.affine, self.margin, self.polar = affine, margin, polar
     self.noise = NoiseBank(rng, X.shape)  # the image's smooth noise fields
     # Template box the view can see: shapes outside it are skipped without any array work.
-    self.tbox = (float(X.min()), float(X.max()), float(Y.min()), float(Y.max()))
+    self.tbox = tbox or (float(X.min()), float(X.max()), float(Y.min()), float(Y.max()))
     if affine is not None:  # with absolute values, for the box extents
       self._aff = tuple(affine) + tuple(abs(v) for v in affine[1:3] + affine[4:6])
 
