@@ -155,6 +155,7 @@ def base_config() -> ml_collections.ConfigDict:
   t.checkpoint_every = 500
   t.keep_checkpoints = 2
   t.best_metric = "val/mAP@100"    # checkpoint selection, never on test
+  t.stop_after_steps = 0           # > 0: save and exit after this many steps (job slices)
 
   c.eval = e = ml_collections.ConfigDict()
   e.ks = (10, 100, 1000)

@@ -16,7 +16,6 @@ import os
 import time
 from typing import Any, Callable
 
-import chex
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -35,6 +34,7 @@ from dnh_jax.data import schema as schema_lib
 from dnh_jax.evaluation import evaluator as evaluator_lib
 from dnh_jax.evaluation import groups as groups_lib
 from dnh_jax.evaluation import sharded as sharded_lib
+from dnh_jax.evaluation import subcode_accuracy
 from dnh_jax.utils import atomic_write_json
 
 State = dict  # {"step", "params": {"model", "loss"}, "batch_stats", "opt_state"}
@@ -163,9 +163,23 @@ def train_step(state: State, batch: dict, *, model, loss_fn, tx, loss_cfg, schem
 
 
 def make_train_step(state_shardings, mesh, **static) -> Callable:
-  """Jits `train_step` with donated state, explicit shardings and a one-trace guard."""
-  fn = chex.assert_max_traces(functools.partial(train_step, **static), n=1)
-  return jax.jit(fn, in_shardings=(state_shardings, parallel.data_sharding(mesh)),
+  """Jits `train_step` with donated state, explicit shardings and a one-trace guard.
+
+  A second trace means the state or batch changed shape or dtype mid-run (a silent
+  recompilation on every such step); it raises instead. Tests check the same property
+  with `chex.assert_max_traces`.
+  """
+  bound = functools.partial(train_step, **static)
+  traces = []
+
+  def step_fn(state, batch):
+    traces.append(jax.tree.map(lambda x: (x.shape, x.dtype), batch))
+    if len(traces) > 1:
+      raise RuntimeError(f"train_step traced again: batch went from {traces[0]} to "
+                         f"{traces[-1]}; every batch must have the same shapes and dtypes")
+    return bound(state, batch)
+
+  return jax.jit(step_fn, in_shardings=(state_shardings, parallel.data_sharding(mesh)),
                  out_shardings=(state_shardings, parallel.replicated(mesh)),
                  donate_argnums=(0,))
 
@@ -244,13 +258,22 @@ def evaluate(encoder, state, splits, query: str, gallery: str, *, config, mesh,
   ev = evaluator_lib.Evaluator(splits.schema, ks=tuple(ec.ks), relevance=ec.relevance,
                                preferences=tuple(ec.preferences), segments=tuple(segments),
                                ties=ec.ties)
-  results = dict(ev.run(q_codes, q.labels, g_codes, g.labels))
+  k_nn = int(ec.get("subcode_knn", 0))  # > 0: k-NN accuracy of each sub-code's characteristic
+
+  def run(codes, labels):
+    out = dict(ev.run(codes, labels, g_codes, g.labels))
+    if k_nn:
+      out.update(subcode_accuracy.subcode_accuracy(codes, labels, g_codes, g.labels,
+                                                   splits.schema, segments, k=k_nn))
+    return out
+
+  results = run(q_codes, q.labels)
   for group_rule in ec.get("query_groups", ()):
     for name, mask in groups_lib.query_groups(group_rule, q.labels, splits.schema,
                                               config.data).items():
       if mask.any():
         sub = {k: v[mask] for k, v in q.labels.items()}
-        for k, v in ev.run(q_codes[mask], sub, g_codes, g.labels).items():
+        for k, v in run(q_codes[mask], sub).items():
           results[f"{name}/{k}"] = v
         results[f"{name}/num_queries"] = float(mask.sum())
   bits = np.where(g_codes >= 0, 1.0, -1.0)
@@ -354,6 +377,23 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   start = int(state["step"])
 
   writer = metric_writing.create_writer(os.path.join(workdir, "logs"))
+  try:
+    results = _train_loop(config, workdir, splits, mesh, model, loss_fn, tx, state, shardings,
+                          step_key, segments, ckpt, writer)
+  finally:
+    ckpt.close()
+    writer.close()
+  if jax.process_index() == 0 and "stopped_at_step" not in results:
+    atomic_write_json(os.path.join(workdir, "results.json"), results)
+  return results
+
+
+def _train_loop(config, workdir, splits, mesh, model, loss_fn, tx, state, shardings, step_key,
+                segments, ckpt, writer) -> dict[str, float]:
+  """Steps `state` to `train.steps` with periodic validation, then tests the best state."""
+  del workdir
+  tc, schema = config.train, splits.schema
+  start = int(state["step"])
   step_fn = make_train_step(shardings, mesh, model=model, loss_fn=loss_fn, tx=tx,
                             loss_cfg=config.loss, schema=schema, base_key=step_key)
   encoder = make_encoder(model, mesh)
@@ -361,21 +401,24 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                              augment=config.data.augment, process_index=jax.process_index(),
                              process_count=jax.process_count())
   run_eval = functools.partial(evaluate, encoder, config=config, mesh=mesh, segments=segments)
+  val_history: dict[int, dict[str, float]] = {}
 
-  def validate(step):
+  def validate(state, step):
     val = {f"val/{k}": v for k, v in run_eval(state, splits, "val_query", "val_gallery").items()}
+    val_history[step] = val
     writer.write_scalars(step, val)
     ckpt.save_best(step, state, val)
-    _log(f"step {step}: " + ", ".join(f"{k}={v:.4f}" for k, v in sorted(val.items())
-                                      if k.count("/") == 1 and "@100" in k))
-    return val
+    _log(f"step {step} validation: " + ", ".join(
+        f"{k[4:]} {v:.4f}" for k, v in sorted(val.items())
+        if k.count("/") == 1 and k[4:].startswith(("mAP@", "nDCG@"))))
 
   if start == 0 or ckpt.best_step() is None:
-    validate(start)
-  t0, last_log, pending = time.time(), start, None
+    validate(state, start)
+  t0, pending = time.time(), None
   for step in range(start, tc.steps):
     batch = parallel.global_batch(batcher.batch(step), mesh)
     state, metrics = step_fn(state, batch)
+    # The previous step's loss is checked after this step is dispatched: no pipeline stall.
     if pending is not None and not np.isfinite(float(pending["loss"])):
       raise FloatingPointError(f"Non-finite loss at step {step}: {jax.device_get(pending)}")
     pending, done = metrics, step + 1
@@ -383,32 +426,37 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       scalars = {f"train/{k}": v for k, v in jax.device_get(metrics).items()}
       if not np.isfinite(scalars["train/loss"]):
         raise FloatingPointError(f"Non-finite loss at step {done}: {scalars}")
-      elapsed = time.time() - t0
-      rate = (done - start) * tc.batch_size / max(elapsed, 1e-9)
+      rate = (done - start) * tc.batch_size / max(time.time() - t0, 1e-9)
       scalars["train/examples_per_sec"] = rate
       writer.write_scalars(done, scalars)
       _log(f"step {done}/{tc.steps} | loss {scalars['train/loss']:.4f} | {rate:.1f} ex/s | "
            f"ETA {_format_eta((tc.steps - done) * tc.batch_size / max(rate, 1e-9))}")
-      last_log = done
     if done % tc.checkpoint_every == 0 or done == tc.steps:
       ckpt.save_last(done, state)
     if done % tc.eval_every == 0 or done == tc.steps:
-      validate(done)
-  del last_log
+      validate(state, done)
+    if tc.get("stop_after_steps", 0) and done - start >= tc.stop_after_steps and done < tc.steps:
+      # A time-limited job slice (e.g. a SLURM allocation): save and exit; rerun to resume.
+      ckpt.save_last(done, state)
+      ckpt.wait()
+      _log(f"Stopping after {done - start} steps (train.stop_after_steps); rerun to resume.")
+      return {"stopped_at_step": float(done)}
   train_seconds = time.time() - t0
   ckpt.wait()
 
   best = ckpt.best_step()
   if best is not None and best != int(state["step"]):
     state = ckpt.restore_best(checkpointing.abstract(state))
+  selected = int(state["step"])
   results = {f"test/{k}": v for k, v in run_eval(state, splits, "query", "gallery").items()}
-  val = {f"val/{k}": v for k, v in run_eval(state, splits, "val_query", "val_gallery").items()}
-  results.update(val)
-  results.update({"selected_step": float(int(state["step"])), "train/steps": float(tc.steps),
+  if selected not in val_history:  # selected in an earlier (resumed) process
+    val_history[selected] = {f"val/{k}": v for k, v in
+                             run_eval(state, splits, "val_query", "val_gallery").items()}
+  results.update(val_history[selected])
+  results.update({"selected_step": float(selected), "train/steps": float(tc.steps),
                   "train/seconds": train_seconds})
-  writer.write_scalars(int(state["step"]), results)
-  writer.close()
-  ckpt.close()
-  if jax.process_index() == 0:
-    atomic_write_json(os.path.join(workdir, "results.json"), results)
+  writer.write_scalars(selected, results)
+  _log(f"test of the step-{selected} state (selected by {tc.best_metric}): " + ", ".join(
+      f"{k[5:]} {v:.4f}" for k, v in sorted(results.items())
+      if k.count("/") == 1 and k[5:].startswith(("mAP@", "nDCG@"))))
   return results

@@ -66,8 +66,11 @@ def test_two_step_run_on_four_devices(tmp_path):
 def test_resume_matches_uninterrupted_run(tmp_path):
   straight, resumed = tmp_path / "straight", tmp_path / "resumed"
   train.train_and_evaluate(tiny_config(steps=4), str(straight))
-  train.train_and_evaluate(tiny_config(steps=2), str(resumed))
+  partial = train.train_and_evaluate(
+      tiny_config(steps=4, **{"train.stop_after_steps": 2}), str(resumed))
+  assert partial == {"stopped_at_step": 2.0}
   assert not (resumed / "checkpoints" / "last" / "4").exists()
+  assert not (resumed / "results.json").exists()
   train.train_and_evaluate(tiny_config(steps=4), str(resumed))
   a, b = _params(straight, 4), _params(resumed, 4)
   jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6), a, b)
@@ -107,3 +110,33 @@ def test_schedules_and_optimizer_choices():
   tc.schedule, tc.optimizer = "cosine", "adamm"
   with pytest.raises(ValueError, match="train.optimizer='adamm'"):
     train.make_optimizer(tc)
+
+
+def test_train_step_traces_once(tmp_path):
+  """Three steps with fresh batches compile the step once (chex.assert_max_traces)."""
+  import chex
+  from dnh_jax import data as data_lib, models, parallel
+  c = tiny_config()
+  splits = data_lib.load_splits(c.data, seed=0, data_dir=train.default_data_dir(c))
+  model = models.build_model(c.model, splits.schema)
+  loss_fn, tx, mesh = losses_lib.get_loss(c.loss), train.make_optimizer(c.train), parallel.make_mesh()
+  state, shardings = train.create_train_state(model, loss_fn, tx, mesh,
+                                              splits.data["train"].images.shape[1:],
+                                              jax.random.key(0))
+  chex.clear_trace_counter()
+  step = jax.jit(chex.assert_max_traces(
+      lambda s, b: train.train_step(s, b, model=model, loss_fn=loss_fn, tx=tx, loss_cfg=c.loss,
+                                    schema=splits.schema, base_key=jax.random.key(1)), n=1),
+      donate_argnums=(0,))
+  batcher = data_lib.Batcher(splits.data["train"], 16, seed=0, augment=True)
+  for i in range(3):
+    state, metrics = step(state, parallel.global_batch(batcher.batch(i), mesh))
+  assert int(state["step"]) == 3 and np.isfinite(float(metrics["loss"]))
+  # The trainer's own guard raises on a second trace (a batch of another shape).
+  guarded = train.make_train_step(shardings, mesh, model=model, loss_fn=loss_fn, tx=tx,
+                                  loss_cfg=c.loss, schema=splits.schema,
+                                  base_key=jax.random.key(1))
+  state, _ = guarded(state, parallel.global_batch(batcher.batch(0), mesh))
+  small = {k: v[:8] for k, v in batcher.batch(1).items()}
+  with pytest.raises(RuntimeError, match="traced again"):
+    guarded(state, parallel.global_batch(small, mesh))
