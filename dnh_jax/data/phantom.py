@@ -35,7 +35,7 @@ from dnh_jax.data.phantom_paint import paint
 from dnh_jax.data.phantom_projection import PROJECTIONS, radiograph
 
 __all__ = ["Difficulty", "render", "render_chest_multilabel", "sample_chest_findings",
-           "MIN_SIZE", "MAX_SIZE", "is_normal"]
+           "MIN_SIZE", "MAX_SIZE", "is_normal", "combinations", "write_sheet", "main"]
 
 MIN_SIZE, MAX_SIZE = 28, 224
 _ATTEMPTS = 8

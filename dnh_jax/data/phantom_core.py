@@ -80,6 +80,12 @@ def as_difficulty(value: "float | Difficulty") -> Difficulty:
 # a cache and rendering stays a pure function of the seed.
 
 
+def _frozen(a: np.ndarray) -> np.ndarray:
+  """Marks a cached array read-only, so no caller can corrupt the cache."""
+  a.setflags(write=False)
+  return a
+
+
 @functools.lru_cache(maxsize=64)
 def grid(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
   """Pixel-centre coordinates in [-1, 1]: (X, Y), each float32[h, w] (read-only)."""
@@ -99,7 +105,7 @@ def _gauss_matrix(n: int, sigma_q: int) -> tuple[np.ndarray, float]:
   i = np.arange(n, dtype=np.float64)
   m = np.exp(-0.5 * ((i[:, None] - i[None, :]) / sigma) ** 2)
   m /= m.sum(axis=1, keepdims=True)
-  return m.astype(F32), float(np.sqrt((m[n // 2] ** 2).sum()))
+  return _frozen(m.astype(F32)), float(np.sqrt((m[n // 2] ** 2).sum()))
 
 
 # OpenBLAS runs a GEMM on several threads once m * n * k reaches 4 * 65536; for the small
@@ -145,7 +151,7 @@ def _noise_matrix(n_out: int, step: int, sigma_q: int) -> np.ndarray:
   j = (np.arange(n_in, dtype=np.float64)[None, :] + 0.5) * step
   m = np.exp(-0.5 * ((i - j) / sigma) ** 2)
   m /= np.sqrt((m ** 2).sum(axis=1, keepdims=True))
-  return m.astype(F32)
+  return _frozen(m.astype(F32))
 
 
 def smooth_noise(rng: np.random.Generator, shape: tuple[int, int], sigma_y: float,
@@ -199,7 +205,7 @@ def _upsample_matrix(n_out: int, n_ctrl: int) -> np.ndarray:
   x = (np.arange(n_out) + 0.5) / n_out * 2 - 1
   w = np.exp(-0.5 * ((x[:, None] - centers[None, :]) / (2.4 / (n_ctrl - 1))) ** 2)
   w /= np.sqrt((w ** 2).sum(axis=1, keepdims=True))
-  return w.astype(F32)
+  return _frozen(w.astype(F32))
 
 
 def lowfreq(rng: np.random.Generator, shape: tuple[int, int], n_ctrl: int = 4) -> np.ndarray:

@@ -207,6 +207,7 @@ def _mass_effect(X, Y, warp):
 def _allowed_table(within: tuple) -> np.ndarray:
   table = np.zeros(64, bool)
   table[list(within)] = True
+  table.setflags(write=False)
   return table
 
 
