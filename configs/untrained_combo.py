@@ -1,0 +1,149 @@
+"""Retrieval of untrained characteristic combinations (objective 4) - the main command.
+
+Command (independent sub-networks, 16 + 16 + 16 bits, MedPhantom with three held-out
+(modality, organ) pairs; about 15 minutes on two CPU cores):
+  python -m dnh_jax.main --config=configs/untrained_combo.py
+The comparisons, on exactly the same data and split (same seeds):
+  python -m dnh_jax.main --config=configs/untrained_combo.py:model=structured
+  python -m dnh_jax.main --config=configs/untrained_combo.py:model=flat
+Quick smoke run (about two minutes):
+  python -m dnh_jax.main --config=configs/untrained_combo.py:quick
+
+Protocol. MedPhantom renders the 15 published (modality, organ, disease) combinations plus
+every disease of the held-out pairs (default MRI/breast, CT/brain, US/chest: each
+modality and each organ of them is seen in training, never together). Held-out examples
+enter only the test query and gallery splits; `split_manifest.json` in the workdir counts
+them per split and the run fails if any reached train or validation. Checkpoints are
+selected on validation (seen combinations only), never on test.
+
+Models (`model=`), all with per-characteristic classifiers and DCH as the hashing loss:
+  independent  one backbone + hash layer + classifier per characteristic, no shared
+               parameter; loss structured_dch with whole=0: each sub-code is trained
+               only on its own characteristic (same / different label).
+  structured   one shared trunk, three branches (objective 2): the same sub-code losses
+               plus DCH on the whole code with full-label similarity (whole=1).
+  flat         one shared trunk, one 48-bit code: DCH on full-label similarity.
+`whole=X` overrides the whole-code weight (e.g. model=structured,whole=0 isolates the
+effect of sharing the trunk).
+
+Printed table (`dnh_jax.report.untrained_combo.held_out_table`): held-out vs seen queries,
+mAP@100 (relevant = the exact combination; preference rows: the preferred
+characteristic) and nDCG@100 (gain = number of matched characteristics), per preference
+(all, modality, organ, disease; the ranking weighs the sub-code distances by the
+preference), plus the k-NN accuracy of each sub-code: the majority label of a
+characteristic among the 10 Hamming-nearest gallery items on that characteristic's
+sub-code alone (the whole code for a flat model).
+
+Other arguments: bits=48 (split equally), pair_loss=dch|dpsh|dsh|hashnet|csq|orthohash,
+held_out=MRI/breast+CT/brain+US/chest ('+'-separated MODALITY/organ pairs),
+backbone=small_cnn|alexnet|resnet18|resnet50, stack_compute=auto|vmap|unrolled
+(independent model), steps=N, quick.
+"""
+
+import ml_collections
+
+from dnh_jax import config_lib
+
+MODELS = ("independent", "structured", "flat")
+PAIR_LOSSES = ("dch", "dpsh", "dsh", "hashnet", "csq", "orthohash")
+BACKBONE_NAMES = ("small_cnn", "alexnet", "resnet18", "resnet50")
+DEFAULT_HELD_OUT = "MRI/breast+CT/brain+US/chest"
+PREFERENCES = ("all", "modality", "organ", "disease")
+# Whole-code loss weight per model when `whole=auto`: the independent model has none (no
+# term may relate its sub-networks), the shared-trunk models use their objective-2 setting.
+WHOLE_WEIGHT = {"independent": 0.0, "structured": 1.0, "flat": 1.0}
+
+
+def parse_held_out(text: str) -> tuple[str, ...]:
+  """'MRI/breast+CT/brain' -> ('MRI/breast', 'CT/brain'); the data pipeline checks names."""
+  pairs = tuple(p.strip() for p in text.split("+") if p.strip())
+  if not pairs or any(p.count("/") != 1 for p in pairs):
+    raise config_lib.ConfigArgError(
+        f"Config argument held_out={text!r}: expected MODALITY/organ pairs joined by '+', "
+        f"e.g. {DEFAULT_HELD_OUT}")
+  return pairs
+
+
+def parse_whole(text: str, model: str) -> float:
+  """'auto' -> WHOLE_WEIGHT[model]; else a non-negative number."""
+  if text == "auto":
+    return WHOLE_WEIGHT[model]
+  try:
+    value = float(text)
+  except ValueError:
+    value = -1.0
+  if not value >= 0:
+    raise config_lib.ConfigArgError(
+        f"Config argument whole={text!r}: expected 'auto' or a number >= 0")
+  if model == "flat" and value == 0:
+    raise config_lib.ConfigArgError(
+        "Config argument whole=0 with model=flat: a flat code has no sub-codes, so it "
+        "would get no hashing loss at all")
+  return value
+
+
+def get_config(arg=None):
+  a = config_lib.parse_arg(
+      arg, model="independent", bits=48, pair_loss="dch", whole="auto",
+      held_out=DEFAULT_HELD_OUT, backbone="small_cnn", stack_compute="auto", steps=0,
+      quick=False,
+      choices={"model": MODELS, "pair_loss": PAIR_LOSSES, "backbone": BACKBONE_NAMES,
+               "stack_compute": ("auto", "vmap", "unrolled")})
+  if a.bits < 3:
+    raise config_lib.ConfigArgError(f"Config argument bits={a.bits}: need >= 3 (one bit "
+                                    "per characteristic at least)")
+  c = config_lib.base_config()
+  # Data and split depend on nothing but these fields and c.seed, so every `model=` runs
+  # on exactly the same images, split and held-out queries.
+  c.data.name = "medphantom"
+  c.data.combinations = "published"
+  c.data.held_out = parse_held_out(a.held_out)
+  c.data.image_size = 32
+  c.data.num_examples = 4800
+
+  c.model.head = a.model
+  c.model.backbone = a.backbone
+  c.model.bits = a.bits
+  c.model.segments = ()       # equal split in schema order: 48 -> 16 + 16 + 16
+  c.model.classifier = True
+  c.model.stack_compute = a.stack_compute
+
+  whole = parse_whole(a.whole, a.model)
+  c.loss.name = "structured_" + a.pair_loss
+  c.loss.similarity = "all"   # the whole-code term: every characteristic equal
+  c.loss.classification = 1.0
+  c.loss.weights = ml_collections.ConfigDict(
+      {"subcode": 0.0 if a.model == "flat" else 1.0, "whole": whole})
+
+  c.train.steps = 1500
+  c.train.batch_size = 64
+  c.train.learning_rate = 1e-3
+  c.train.warmup_steps = 100
+  c.train.log_every = 100
+  c.train.eval_every = 500
+  c.train.checkpoint_every = 500
+  c.train.best_metric = "val/mAP@100"
+
+  c.eval.ks = (10, 100)
+  c.eval.relevance = "all"
+  c.eval.preferences = PREFERENCES
+  c.eval.query_groups = ("held_out",)
+  c.eval.subcode_knn = 10
+  c.report = ml_collections.ConfigDict({"table": "held_out"})
+  if a.quick:
+    quick(c)
+  if a.steps:
+    c.train.steps = a.steps
+  return c
+
+
+def quick(c):
+  """Small data and few steps: about two minutes on two CPU cores."""
+  c.data.num_examples = 1200
+  c.data.image_size = 32
+  c.train.steps = 120
+  c.train.batch_size = 32
+  c.train.warmup_steps = 10
+  c.train.log_every = 20
+  c.train.eval_every = 60
+  c.train.checkpoint_every = 60

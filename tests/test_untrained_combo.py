@@ -1,0 +1,253 @@
+"""Objective 4: independent sub-networks and held-out combinations (configs/untrained_combo.py)."""
+
+import importlib.util
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from dnh_jax import config_lib
+from dnh_jax import data as data_lib
+from dnh_jax import losses as losses_lib
+from dnh_jax import models as models_lib
+from dnh_jax import train
+from dnh_jax.data import schema as schema_lib
+from dnh_jax.evaluation import subcode_accuracy
+from dnh_jax.models import independent
+from dnh_jax.report import untrained_combo as report
+
+SCHEMA = schema_lib.multi_characteristic_schema()
+HELD_OUT = ("MRI/breast", "CT/brain", "US/chest")
+
+
+def load_config(arg=None):
+  path = os.path.join(os.path.dirname(__file__), "..", "configs", "untrained_combo.py")
+  spec = importlib.util.spec_from_file_location("untrained_combo_cfg", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg)
+
+
+def tiny_config(arg="quick"):
+  """untrained_combo.py:quick shrunk to a few steps on 240 images (10 per combination)."""
+  c = load_config(arg)
+  c.data.num_examples = 240
+  c.train.steps = 4
+  c.train.batch_size = 16
+  c.train.warmup_steps = 0
+  c.train.log_every = 2
+  c.train.eval_every = 4
+  c.train.checkpoint_every = 4
+  return c
+
+
+def _pairs(labels):
+  return {(SCHEMA["modality"].vocabulary[m], SCHEMA["organ"].vocabulary[o])
+          for m, o in zip(labels["modality"], labels["organ"])}
+
+
+# ------------------------------------------------------------------------------- config
+
+def test_models_share_data_split_and_evaluation():
+  configs = {m: load_config(f"model={m}") for m in ("independent", "structured", "flat")}
+  for m, c in configs.items():
+    assert c.data == configs["independent"].data, m
+    assert c.seed == configs["independent"].seed and c.eval == configs["independent"].eval
+    assert c.model.head == m and c.model.bits == 48
+  assert tuple(configs["independent"].data.held_out) == HELD_OUT
+  assert configs["independent"].eval.query_groups == ("held_out",)
+  weights = {m: c.loss.weights.to_dict() for m, c in configs.items()}
+  assert weights == {"independent": {"subcode": 1.0, "whole": 0.0},
+                     "structured": {"subcode": 1.0, "whole": 1.0},
+                     "flat": {"subcode": 0.0, "whole": 1.0}}
+  for c in configs.values():
+    losses_lib.get_loss(c.loss, SCHEMA)  # every loss resolves in the registry
+
+
+def test_config_arguments_are_checked():
+  c = load_config("model=structured,whole=0,held_out=MRI/breast+CT/chest")
+  assert c.loss.weights.whole == 0.0 and tuple(c.data.held_out) == ("MRI/breast", "CT/chest")
+  with pytest.raises(config_lib.ConfigArgError, match="model"):
+    load_config("model=shared")
+  with pytest.raises(config_lib.ConfigArgError, match="held_out"):
+    load_config("held_out=MRI-breast")
+  with pytest.raises(config_lib.ConfigArgError, match="whole=0 with model=flat"):
+    load_config("model=flat,whole=0")
+  with pytest.raises(config_lib.ConfigArgError, match="whole"):
+    load_config("whole=lots")
+
+
+# ------------------------------------------------------------------------------- model
+
+def _model_cfg(**kw):
+  c = config_lib.base_config().model
+  c.head, c.bits = "independent", 48
+  for k, v in kw.items():
+    c[k] = v
+  return c
+
+
+def _perturb_network(params, name, index):
+  """Adds noise to every parameter of sub-network `index` (characteristic `name`)."""
+  params = jax.tree.map(lambda a: a, params)
+  key = jax.random.key(7)
+  noise = lambda a: a + jax.random.normal(key, a.shape, a.dtype)
+  params["backbones"]["stacked"] = jax.tree.map(lambda a: a.at[index].set(noise(a[index])),
+                                                params["backbones"]["stacked"])
+  for prefix in ("hash_", "classifier_"):
+    params[prefix + name] = jax.tree.map(noise, params[prefix + name])
+  return params
+
+
+@pytest.mark.parametrize("compute", ["vmap", "unrolled"])
+def test_subnetworks_share_no_parameters(compute):
+  model = models_lib.build_model(_model_cfg(stack_compute=compute), SCHEMA)
+  images = jax.random.uniform(jax.random.key(0), (6, 32, 32, 1))
+  variables = model.init({"params": jax.random.key(1)}, images)
+  params = variables["params"]
+  # Every parameter belongs to exactly one sub-network: the stacked backbones (axis 0 =
+  # characteristic) or a per-characteristic hash layer / classifier.
+  assert set(params) == {"backbones"} | {f"{p}_{n}" for p in ("hash", "classifier")
+                                         for n in SCHEMA.names}
+  for leaf in jax.tree.leaves(params["backbones"]):
+    assert leaf.shape[0] == 3
+  base = model.apply(variables, images)
+  for index, name in enumerate(SCHEMA.names):
+    out = model.apply({"params": _perturb_network(params, name, index)}, images)
+    for other in SCHEMA.names:
+      same = np.array_equal(out["subcodes"][other], base["subcodes"][other])
+      assert same == (other != name), (name, other)
+      assert np.array_equal(out["logits"][other], base["logits"][other]) == (other != name)
+  np.testing.assert_array_equal(
+      base["codes"], np.concatenate([base["subcodes"][n] for n in SCHEMA.names], -1))
+
+
+def test_vmap_and_unrolled_compute_agree_with_batch_stats():
+  images = jax.random.uniform(jax.random.key(0), (4, 32, 32, 1))
+  outs = {}
+  for compute in ("vmap", "unrolled"):
+    model = models_lib.build_model(_model_cfg(backbone="resnet18", stack_compute=compute),
+                                   SCHEMA)
+    variables = model.init({"params": jax.random.key(1)}, images)
+    outs[compute] = model.apply(variables, images, train=True, mutable=["batch_stats"])
+  (a, sa), (b, sb) = outs["vmap"], outs["unrolled"]
+  np.testing.assert_allclose(a["codes"], b["codes"], atol=1e-5)
+  for x, y in zip(jax.tree.leaves(sa), jax.tree.leaves(sb)):
+    assert x.shape[0] == 3
+    np.testing.assert_allclose(x, y, atol=1e-5)
+
+
+def test_per_characteristic_loss_trains_each_network_only_on_its_characteristic():
+  """The independent loss of sub-code c has zero gradient on every other network."""
+  c = load_config()
+  model = models_lib.build_model(_model_cfg(), SCHEMA)
+  images = jax.random.uniform(jax.random.key(0), (8, 32, 32, 1))
+  rng = np.random.default_rng(0)
+  labels = {n: jnp.asarray(rng.integers(0, SCHEMA[n].size, 8), jnp.int32) for n in SCHEMA.names}
+  params = model.init({"params": jax.random.key(1)}, images)["params"]
+  loss_fn = losses_lib.get_loss(c.loss, SCHEMA)
+  for index, name in enumerate(SCHEMA.names):
+    # Labels of every other characteristic are shuffled: the loss must not change.
+    shuffled = {n: (v if n == name else v[::-1]) for n, v in labels.items()}
+
+    def loss_of(p, lab):
+      out = model.apply({"params": p}, images)
+      return loss_fn(out, lab, cfg=c.loss, schema=SCHEMA, step=jnp.int32(0),
+                     key=jax.random.key(2))[1][f"structured/subcode_{name}"]
+
+    grads = jax.grad(loss_of)(params, labels)
+    stacked = jax.tree.leaves(grads["backbones"])
+    assert all(float(jnp.abs(g[i]).max()) == 0.0 for g in stacked
+               for i in range(3) if i != index)
+    assert any(float(jnp.abs(g[index]).max()) > 0.0 for g in stacked)
+    for other in SCHEMA.names:
+      if other != name:
+        assert float(jnp.abs(grads[f"hash_{other}"]["dense"]["kernel"]).max()) == 0.0
+    np.testing.assert_allclose(loss_of(params, labels), loss_of(params, shuffled), rtol=1e-6)
+
+
+# ------------------------------------------------------------------------------- data + run
+
+def test_held_out_combinations_absent_from_training_batches(tmp_path):
+  c = tiny_config()
+  splits = data_lib.load_splits(c.data, seed=c.seed, data_dir=train.default_data_dir(c))
+  for split in ("train", "val_query", "val_gallery"):
+    assert not _pairs(splits.data[split].labels) & {tuple(p.split("/")) for p in HELD_OUT}
+  for split in ("query", "gallery"):
+    assert {tuple(p.split("/")) for p in HELD_OUT} <= _pairs(splits.data[split].labels)
+  batcher = data_lib.Batcher(splits.data["train"], 16, seed=c.seed, augment=True)
+  seen_in_batches = set()
+  for step in range(2 * len(splits.data["train"]) // 16 + 1):   # two epochs
+    seen_in_batches |= _pairs(batcher.batch(step))
+  assert seen_in_batches == _pairs(splits.data["train"].labels)
+  assert not seen_in_batches & {tuple(p.split("/")) for p in HELD_OUT}
+  proof = splits.manifest["held_out"]["examples_per_split"]
+  assert all(n == 0 for s in ("train", "val_query", "val_gallery") for n in proof[s].values())
+  assert all(n > 0 for s in ("query", "gallery") for n in proof[s].values())
+
+
+def test_quick_run_writes_held_out_and_seen_metrics(tmp_path):
+  results = train.train_and_evaluate(tiny_config(), str(tmp_path))
+  on_disk = json.load(open(tmp_path / "results.json"))
+  assert on_disk == pytest.approx(results)
+  for group in ("held_out", "seen"):
+    for key in ("mAP@100", "nDCG@100", "modality/mAP@100", "disease/nDCG@100",
+                "organ/knn_accuracy"):
+      value = results[f"test/{group}/{key}"]
+      assert 0.0 <= value <= 1.0, (group, key)
+    assert results[f"test/{group}/num_queries"] > 0
+  assert (results["test/held_out/num_queries"] + results["test/seen/num_queries"]
+          == len(json.load(open(tmp_path / "split_manifest.json"))["ids"]["query"]))
+  table = report.held_out_table(results, knn=10)
+  assert "held-out" in table and "seen" in table and "organ" in table
+  assert f"{results['test/held_out/mAP@100']:.4f}" in table
+
+
+# ------------------------------------------------------------------------------- accuracy
+
+def test_subcode_accuracy_by_hand():
+  """Two characteristics of 2 bits each; gallery of 4, k = 1 and k = 3.
+
+  Gallery bits (a | b): g0 = ++|++  g1 = ++|--  g2 = --|++  g3 = --|--, labels
+  a = (0, 0, 1, 1), b = (0, 1, 0, 1). Query ++|-+ with a = 0, b = 1: on sub-code a the
+  nearest are g0, g1 (distance 0, label 0): correct for k = 1 and k = 3 (votes 0, 0, 1).
+  On sub-code b, -+ is at distance 1 from every gallery b-code (++, --, ++, --): ties by
+  index give g0 (label 0): wrong for k = 1; k = 3 takes g0, g1, g2 -> labels 0, 1, 0:
+  wrong. Query --|-- with a = 1, b = 0: a -> g2, g3 (label 1) correct; b -> g1, g3 at
+  distance 0 (labels 1, 1): wrong for both k.
+  """
+  schema = schema_lib.Schema((schema_lib.Characteristic("a", ("x", "y")),
+                              schema_lib.Characteristic("b", ("u", "v"))))
+  gallery = np.array([[1, 1, 1, 1], [1, 1, -1, -1], [-1, -1, 1, 1], [-1, -1, -1, -1]])
+  g_labels = {"a": np.array([0, 0, 1, 1]), "b": np.array([0, 1, 0, 1])}
+  queries = np.array([[1, 1, -1, 1], [-1, -1, -1, -1]]) * 0.5   # real codes: sign matters
+  q_labels = {"a": np.array([0, 1]), "b": np.array([1, 0])}
+  for k in (1, 3):
+    acc = subcode_accuracy.subcode_accuracy(queries, q_labels, gallery, g_labels, schema,
+                                            (2, 2), k=k)
+    assert acc == {"a/knn_accuracy": 1.0, "b/knn_accuracy": 0.0}
+  # A flat code (no segments) scores the whole 4-bit code for every characteristic:
+  # query 0 -> g0 (distance 1, tied with g1, lower index), query 1 -> g3 (distance 0);
+  # with k = 2, the vote of g0, g1 on b for query 0 is a 1 : 1 tie that goes to
+  # the smaller rank sum (g0, label 0): a 1/1 and b 0/2 either way.
+  for k in (1, 2):
+    acc = subcode_accuracy.subcode_accuracy(queries, q_labels, gallery, g_labels, schema,
+                                            k=k)
+    assert acc == {"a/knn_accuracy": 1.0, "b/knn_accuracy": 0.0}
+  with pytest.raises(ValueError, match="segments"):
+    subcode_accuracy.subcode_accuracy(queries, q_labels, gallery, g_labels, schema, (3, 2))
+
+
+def test_comparison_table_lists_models_side_by_side():
+  runs = {m: {"test/held_out/mAP@100": v, "test/seen/mAP@100": v + 0.1,
+              "test/held_out/organ/knn_accuracy": 0.5}
+          for m, v in (("independent", 0.7), ("flat", 0.2))}
+  table = report.comparison_table(runs).splitlines()
+  assert table[0] == ("| metric | independent held-out | independent seen | flat held-out "
+                      "| flat seen |")
+  assert table[2] == "| mAP@100 (exact combination) | 0.700 | 0.800 | 0.200 | 0.300 |"
+  assert "| organ sub-code k-NN accuracy | 0.500 | - | 0.500 | - |" in table
