@@ -187,6 +187,10 @@ def test_hash_centers_orthogonal_then_bernoulli():
   assert set(np.unique(big)) == {-1.0, 1.0}
   pointwise.hash_centers.cache_clear()
   np.testing.assert_array_equal(big, pointwise.hash_centers(40, 16))
+  # Distinct rows even when collisions are likely (40 classes in 2^5 = 32 codes is not).
+  assert len({r.tobytes() for r in pointwise.hash_centers(30, 5)}) == 30
+  with pytest.raises(ValueError, match="40 classes cannot have distinct 5-bit"):
+    pointwise.hash_centers(40, 5)
 
 
 def test_multilabel_centers_sign_of_sum_with_fixed_ties():

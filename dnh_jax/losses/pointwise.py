@@ -7,7 +7,8 @@ classes) or multi-hot (multi-label), see `pairs.class_targets`.
 Class codes (CSQ's hash centres, OrthoHash's codebook) are fixed and deterministic: rows
 of a Hadamard matrix and of its negation when there are at most 2K classes and a Hadamard
 matrix of order K is known (Sylvester for powers of two, Paley I for q + 1 with q a prime
-3 mod 4, e.g. 12, 20, 24, 44, 48), otherwise a seeded Bernoulli(1/2) draw.
+3 mod 4, e.g. 12, 20, 24, 44, 48), otherwise a seeded Bernoulli(1/2) draw without
+duplicate rows.
 """
 
 from __future__ import annotations
@@ -80,8 +81,16 @@ def hash_centers(num_classes: int, bits: int) -> np.ndarray:
   if h is not None and num_classes <= 2 * bits:
     centers = np.concatenate([h, -h])[:num_classes].astype(np.float32)
   else:
+    if bits < 63 and num_classes > 2**bits:
+      raise ValueError(f"{num_classes} classes cannot have distinct {bits}-bit hash centres")
     rng = np.random.default_rng(CENTER_SEED)
-    centers = np.where(rng.random((num_classes, bits)) < 0.5, -1.0, 1.0).astype(np.float32)
+    rows, seen = [], set()
+    while len(rows) < num_classes:  # Redraw duplicates: two classes must never share one.
+      row = rng.random(bits) < 0.5
+      if row.tobytes() not in seen:
+        seen.add(row.tobytes())
+        rows.append(row)
+    centers = np.where(np.stack(rows), 1.0, -1.0).astype(np.float32)
   centers.setflags(write=False)
   return centers
 
