@@ -3,9 +3,9 @@
 Three stages, each a pure function of arrays so they can be tested and inspected alone:
 
 1. fuzzification: the trunk features x [B, F] are projected to M antecedent inputs
-   z = tanh(W x + b) in (-1, 1); rule r has one membership function per input, mu_mr(z_m),
-   Gaussian exp(-(z - c)^2 / 2 s^2) or generalized bell 1 / (1 + |(z - c) / a|^(2 b)),
-   evaluated in log space;
+   z = tanh(BN(W x + b)) in (-1, 1) (the batch normalisation is optional); rule r has
+   one membership function per input, mu_mr(z_m), Gaussian exp(-(z - c)^2 / 2 s^2) or
+   generalized bell 1 / (1 + |(z - c) / a|^(2 b)), evaluated in log space;
 2. rule base: the firing strength of rule r is a t-norm over its M memberships - the
    product (a sum of log memberships, which never underflows) or a soft minimum - times a
    learnable rule weight w_r > 0; firing strengths are normalised over the R rules with a
@@ -31,6 +31,8 @@ References:
   Kosko, "Fuzzy Engineering", Prentice Hall 1997 (standard additive model).
   Wu, Yuan, Huang & Tan, "Optimize TSK fuzzy systems for regression problems: mini-batch
   gradient descent with regularization, DropRule and AdaBound (MBGD-RDA)", IEEE TFS 2020.
+  Cui, Wu & Huang, "Optimize TSK fuzzy systems for classification problems: mini-batch
+  gradient descent with uniform regularization and batch normalization", IEEE TFS 2020.
 """
 
 from __future__ import annotations
@@ -217,6 +219,18 @@ def _check(flag: str, value, valid):
     raise ValueError(f"{flag}={value!r} is not valid; choose one of {sorted(valid)}")
 
 
+def check_fields(membership: str, tnorm: str, defuzzifier: str, consequent_inputs: str,
+                 num_inputs: int, num_rules: int) -> None:
+  """Raises a ValueError naming the config field (model.fuzzy_*) and the valid choices."""
+  _check("model.fuzzy_membership", membership, MEMBERSHIPS)
+  _check("model.fuzzy_tnorm", tnorm, TNORMS)
+  _check("model.fuzzy_defuzzifier", defuzzifier, DEFUZZIFIERS)
+  _check("model.fuzzy_consequent_inputs", consequent_inputs, CONSEQUENT_INPUTS)
+  if num_inputs < 1 or num_rules < 1:
+    raise ValueError(f"model.fuzzy_inputs={num_inputs} and model.fuzzy_rules={num_rules} "
+                     "must both be >= 1")
+
+
 def spread_centres(key: jax.Array, num_inputs: int, num_rules: int,
                    low: float = -0.8, high: float = 0.8) -> jnp.ndarray:
   """Initial centres [M, R]: on each input the R rules sit on an even grid over
@@ -242,8 +256,10 @@ class FuzzyInference(nn.Module):
       "inputs" (the M antecedent inputs z, classic first-order TSK).
     softmin_temperature: temperature of the soft-min t-norm.
     init_width: initial membership width s (or bell half-width a), in tanh units.
-    dtype: compute dtype of the projection and consequents; the fuzzy stages run in
-      float32.
+    normalize_inputs: batch-normalise the projection before the tanh (adds
+      "batch_stats"; running averages in evaluation).
+    dtype: compute dtype of the projection and consequents; memberships, rules and the
+      output use at least float32.
   """
 
   num_inputs: int = 8
@@ -255,16 +271,8 @@ class FuzzyInference(nn.Module):
   consequent_inputs: str = "features"
   softmin_temperature: float = 0.1
   init_width: float = 0.5
+  normalize_inputs: bool = True
   dtype: Dtype = jnp.float32
-
-  def setup(self):
-    _check("model.fuzzy_membership", self.membership, MEMBERSHIPS)
-    _check("model.fuzzy_tnorm", self.tnorm, TNORMS)
-    _check("model.fuzzy_defuzzifier", self.defuzzifier, DEFUZZIFIERS)
-    _check("model.fuzzy_consequent_inputs", self.consequent_inputs, CONSEQUENT_INPUTS)
-    if self.num_inputs < 1 or self.num_rules < 1:
-      raise ValueError(f"model.fuzzy_inputs={self.num_inputs} and model.fuzzy_rules="
-                       f"{self.num_rules} must both be >= 1")
 
   @nn.compact
   def __call__(self, features: jnp.ndarray, train: bool = False):
@@ -273,12 +281,21 @@ class FuzzyInference(nn.Module):
     state: "inputs" [B, M], "log_memberships" [B, M, R], "log_firing" [B, R] (the t-norm
     plus log rule weight, unnormalised), "firing" [B, R] (normalised).
     """
-    del train  # Identical in both modes.
+    check_fields(self.membership, self.tnorm, self.defuzzifier, self.consequent_inputs,
+                 self.num_inputs, self.num_rules)
     m, r = self.num_inputs, self.num_rules
-    feat_dim = features.shape[-1]
-    out_dim = self.output_dim or feat_dim
-    z = jnp.tanh(nn.Dense(m, dtype=self.dtype, name="projection")(features)).astype(
-        jnp.float32)
+    out_dim = self.output_dim or features.shape[-1]
+    # Memberships and firing strengths in at least float32 (exp/log of sums of squares
+    # lose too much in bfloat16); float64 when the module's dtype is (gradient checks).
+    fdt = jnp.promote_types(self.dtype, jnp.float32)
+    a = nn.Dense(m, dtype=self.dtype, name="projection")(features)
+    if self.normalize_inputs:
+      # Standardised before the tanh, each input spans most of (-1, 1) from the first step
+      # and so meets the centres spread over [-0.8, 0.8] (Cui, Wu & Huang 2020: batch
+      # normalisation makes gradient-trained TSK systems train fast and robustly).
+      a = nn.BatchNorm(use_running_average=not train, momentum=0.9, dtype=self.dtype,
+                       name="input_norm")(a)
+    z = jnp.tanh(a).astype(fdt)
 
     centres = self.param("centres", lambda k: spread_centres(k, m, r))
     raw_widths = self.param("raw_widths", nn.initializers.constant(
@@ -289,12 +306,14 @@ class FuzzyInference(nn.Module):
     log_rule_weights = self.param("log_rule_weights", nn.initializers.zeros, (r,))
 
     log_mu = MEMBERSHIPS[self.membership](
-        z, centres, positive(raw_widths), None if raw_shapes is None else positive(raw_shapes))
-    log_firing = TNORMS[self.tnorm](log_mu, self.softmin_temperature) + log_rule_weights
+        z, centres.astype(fdt), positive(raw_widths.astype(fdt)),
+        None if raw_shapes is None else positive(raw_shapes.astype(fdt)))
+    log_firing = (TNORMS[self.tnorm](log_mu, self.softmin_temperature)
+                  + log_rule_weights.astype(fdt))
     firing = jax.nn.softmax(log_firing, axis=-1)
 
     if self.defuzzifier == "tsk":
-      u = features.astype(jnp.float32) if self.consequent_inputs == "features" else z
+      u = features if self.consequent_inputs == "features" else z
       p = u.shape[-1]
       # Every rule starts from the same lecun-normal map plus a small rule-specific part,
       # so at initialisation the layer behaves like one dense layer and the rules
@@ -303,19 +322,20 @@ class FuzzyInference(nn.Module):
       slopes = self.param("consequent_slopes",
                           nn.initializers.normal(0.1 / math.sqrt(p)), (r, p, out_dim))
       intercepts = self.param("consequent_intercepts", nn.initializers.zeros, (r, out_dim))
-      y = tsk_defuzzify(firing, u.astype(self.dtype), (base[None] + slopes).astype(self.dtype),
-                        intercepts.astype(self.dtype))
+      y = tsk_defuzzify(firing.astype(self.dtype), u.astype(self.dtype),
+                        (base[None] + slopes).astype(self.dtype), intercepts.astype(self.dtype))
     else:
       out_centres = self.param("output_centres", nn.initializers.normal(1.0), (r, out_dim))
       raw_out_widths = self.param("raw_output_widths", nn.initializers.constant(
           inverse_positive(1.0)), (r, out_dim))
-      y = centroid_defuzzify(firing, out_centres, positive(raw_out_widths))
+      y = centroid_defuzzify(firing, out_centres.astype(fdt),
+                             positive(raw_out_widths.astype(fdt)))
     state = {"inputs": z, "log_memberships": log_mu, "log_firing": log_firing,
              "firing": firing}
     # Exposed through Flax's "intermediates" collection (a no-op unless the caller makes it
     # mutable), so the hash heads need not carry it: see `fuzzy_states`.
     self.sow(INTERMEDIATES, STATE_NAME, state, init_fn=dict, reduce_fn=lambda _, new: new)
-    return y.astype(jnp.float32), state
+    return y.astype(fdt), state
 
 
 class FuzzyPreHash(nn.Module):
@@ -339,8 +359,8 @@ def fuzzy_kwargs_from_config(model_cfg) -> dict:
 
   Reads fuzzy_inputs, fuzzy_rules, fuzzy_membership (base config) and, when present,
   fuzzy_tnorm, fuzzy_defuzzifier, fuzzy_output_dim, fuzzy_consequent_inputs,
-  fuzzy_softmin_temperature, fuzzy_init_width. Invalid names raise a ValueError naming
-  the config field and the valid choices, at model-build time.
+  fuzzy_softmin_temperature, fuzzy_init_width, fuzzy_normalize_inputs. Invalid names
+  raise a ValueError naming the config field and the valid choices, at model-build time.
   """
   get = model_cfg.get
   kwargs = dict(num_inputs=int(model_cfg.fuzzy_inputs), num_rules=int(model_cfg.fuzzy_rules),
@@ -350,11 +370,13 @@ def fuzzy_kwargs_from_config(model_cfg) -> dict:
                 output_dim=int(get("fuzzy_output_dim", 0)),
                 consequent_inputs=str(get("fuzzy_consequent_inputs", "features")),
                 softmin_temperature=float(get("fuzzy_softmin_temperature", 0.1)),
-                init_width=float(get("fuzzy_init_width", 0.5)))
-  _check("model.fuzzy_membership", kwargs["membership"], MEMBERSHIPS)
-  _check("model.fuzzy_tnorm", kwargs["tnorm"], TNORMS)
-  _check("model.fuzzy_defuzzifier", kwargs["defuzzifier"], DEFUZZIFIERS)
-  _check("model.fuzzy_consequent_inputs", kwargs["consequent_inputs"], CONSEQUENT_INPUTS)
+                init_width=float(get("fuzzy_init_width", 0.5)),
+                normalize_inputs=bool(get("fuzzy_normalize_inputs", True)))
+  check_fields(kwargs["membership"], kwargs["tnorm"], kwargs["defuzzifier"],
+               kwargs["consequent_inputs"], kwargs["num_inputs"], kwargs["num_rules"])
+  if kwargs["softmin_temperature"] <= 0 or kwargs["init_width"] <= 2 * _MIN_WIDTH:
+    raise ValueError(f"model.fuzzy_softmin_temperature={kwargs['softmin_temperature']} and "
+                     f"model.fuzzy_init_width={kwargs['init_width']} must be > 0")
   return kwargs
 
 
@@ -364,6 +386,41 @@ def pre_hash_factory(model_cfg) -> Callable[..., nn.Module] | None:
     return None
   return functools.partial(FuzzyPreHash, tuple(sorted(fuzzy_kwargs_from_config(
       model_cfg).items())))
+
+
+_PARAM_KEYS = ("centres", "raw_widths", "log_rule_weights")
+
+
+def find_fuzzy_params(params: Mapping[str, Any]) -> dict[str, dict]:
+  """Every fuzzy layer's parameter subtree in a model's params, by '/'-joined path.
+
+  Args:
+    params: a Flax parameter tree (variables["params"]).
+
+  Returns:
+    {path: subtree} for each subtree holding "centres", "raw_widths" and
+    "log_rule_weights" (one per hash layer with a fuzzy layer; the structured head has
+    one per characteristic). The path is also the layer's key in outputs["fuzzy"].
+  """
+  found = {}
+
+  def walk(node, path):
+    if not isinstance(node, Mapping):
+      return
+    if all(k in node for k in _PARAM_KEYS):
+      found["/".join(path)] = dict(node)
+      return
+    for key in sorted(node):
+      walk(node[key], path + (str(key),))
+
+  walk(params, ())
+  return found
+
+
+@functools.lru_cache(maxsize=8)
+def _apply_with_intermediates(model: nn.Module) -> Callable:
+  # One compiled forward pass per model (Flax modules are hashable dataclasses).
+  return jax.jit(functools.partial(model.apply, train=False, mutable=[INTERMEDIATES]))
 
 
 def fuzzy_states(model: nn.Module, variables, images: jnp.ndarray) -> dict:
@@ -382,7 +439,10 @@ def fuzzy_states(model: nn.Module, variables, images: jnp.ndarray) -> dict:
   Raises:
     ValueError: the model has no fuzzy layer.
   """
-  outputs, sown = model.apply(variables, images, train=False, mutable=[INTERMEDIATES])
+  if not find_fuzzy_params(variables["params"]):
+    raise ValueError("fuzzy_states: the model has no fuzzy inference layer "
+                     "(build it with model.fuzzy=True)")
+  outputs, sown = _apply_with_intermediates(model)(variables, images)
   found = {}
 
   def walk(node, path):

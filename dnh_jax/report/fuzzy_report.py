@@ -20,32 +20,7 @@ import numpy as np
 from dnh_jax.models import fuzzy as fuzzy_lib
 from dnh_jax.utils import atomic_write_bytes, atomic_write_json
 
-_FUZZY_KEYS = ("centres", "raw_widths", "log_rule_weights")
-
-
-def find_fuzzy_params(params: Mapping[str, Any]) -> dict[str, dict]:
-  """Every fuzzy-layer parameter subtree in a model's params, by '/'-joined path.
-
-  Args:
-    params: a Flax parameter tree (variables["params"]).
-
-  Returns:
-    {path: subtree} for each subtree holding "centres", "raw_widths", "log_rule_weights"
-    (one per hash layer that has a fuzzy layer; structured heads have several).
-  """
-  found = {}
-
-  def walk(node, path):
-    if not isinstance(node, Mapping):
-      return
-    if all(k in node for k in _FUZZY_KEYS):
-      found["/".join(path)] = dict(node)
-      return
-    for key in sorted(node):
-      walk(node[key], path + (str(key),))
-
-  walk(params, ())
-  return found
+find_fuzzy_params = fuzzy_lib.find_fuzzy_params
 
 
 def membership_kind(fuzzy_params: Mapping[str, Any]) -> str:
@@ -152,7 +127,7 @@ def explain_image(model, variables: Mapping[str, Any], image: np.ndarray, *,
   outputs = fuzzy_lib.fuzzy_states(model, variables, jnp.asarray(x[None]))
   dump = {"image_id": None if image_id is None else str(image_id),
           "code": [int(b) for b in np.where(np.asarray(outputs["codes"])[0] >= 0, 1, -1)],
-          "layers": {path: rule_dump(_subtree(variables["params"], path), state, 0,
+          "layers": {path: rule_dump(subtree(variables["params"], path), state, 0,
                                      top_rules=top_rules)
                      for path, state in outputs["fuzzy"].items()}}
   if schema is not None and labels is not None:
@@ -173,7 +148,8 @@ def explain_image(model, variables: Mapping[str, Any], image: np.ndarray, *,
   return dump
 
 
-def _subtree(params: Mapping[str, Any], path: str) -> Mapping[str, Any]:
+def subtree(params: Mapping[str, Any], path: str) -> Mapping[str, Any]:
+  """The node of a nested dict at a '/'-joined path (e.g. a fuzzy layer's parameters)."""
   node = params
   for key in path.split("/"):
     node = node[key]
@@ -248,7 +224,7 @@ def plot_image_memberships(dump: Mapping[str, Any], variables: Mapping[str, Any]
   """Membership plot of the first fuzzy layer in an `explain_image` dump, marking the
   image's inputs and highlighting its strongest rules."""
   layer_path, layer = next(iter(dump["layers"].items()))
-  params = _subtree(variables["params"], layer_path)
+  params = subtree(variables["params"], layer_path)
   plot_memberships(params, path, inputs=layer["inputs"],
                    highlight_rules=[rule["rule"] for rule in layer["rules"]],
                    title=f"image {dump.get('image_id')}: memberships, strongest rules bold")

@@ -1,0 +1,118 @@
+"""Multimorbidity hashing with a fuzzy inference layer (RESEARCH.md objective 3).
+
+Data: the MedPhantom multi-label chest collection (13 ChestX-ray14 findings, several per
+image) by default, or NIH ChestX-ray14 from the user's copy. Model: trunk -> fuzzy
+inference layer (fuzzification, rule base, Takagi-Sugeno defuzzification) -> hash layer;
+`fuzzy=off` removes only the fuzzy layer (the ablation). Loss: Jaccard-fabricated target
+distances with log-cosh regression (1.0) plus pairwise multi-label BCE (1.5), or the
+multi-label baselines IDHN, DCH, CSQ on the same data and network. Evaluation: relevance
+= number of shared findings; nDCG@100, ACG@100, wMAP@100, mAP@100 (relevant = shares at
+least one finding), also per query label count (labels=1 / 2 / 3+).
+
+Commands:
+  python -m dnh_jax.main --config=configs/fuzzy_multilabel.py:bits=48
+  python -m dnh_jax.main --config=configs/fuzzy_multilabel.py:bits=48,fuzzy=off
+  python -m dnh_jax.main --config=configs/fuzzy_multilabel.py:loss=idhn,fuzzy=off
+  python -m dnh_jax.main --config=configs/fuzzy_multilabel.py:data=chestxray14 \\
+      --config.data.manual_dir=/data/chestxray14
+Quick smoke run (a minute or two on two CPU cores):
+  python -m dnh_jax.main --config=configs/fuzzy_multilabel.py:quick
+Arguments: bits=16|32|48|64, fuzzy=on|off, loss=jaccard|idhn|dch|csq,
+data=medphantom|chestxray14, backbone=default|small_cnn|alexnet|resnet18|resnet50
+(default: small_cnn on MedPhantom, AlexNet as published on ChestX-ray14),
+membership=gaussian|bell, tnorm=product|softmin, defuzz=tsk|centroid, rules=R,
+steps=N (0: the data set's default), quick.
+
+Expected: on ChestX-ray14 with AlexNet the published Jaccard method (no fuzzy layer)
+reaches nDCG@100 .632/.636/.643/.636 and wMAP .457/.460/.477/.466 at 16/32/48/64 bits;
+MedPhantom numbers are in the closing note of issue 6.
+"""
+
+from dnh_jax import config_lib
+
+LOSS_NAMES = ("jaccard", "idhn", "dch", "csq")
+DATA_NAMES = ("medphantom", "chestxray14")
+BACKBONE_NAMES = ("default", "small_cnn", "alexnet", "resnet18", "resnet50")
+
+
+def get_config(arg=None):
+  a = config_lib.parse_arg(
+      arg, bits=48, fuzzy=True, loss="jaccard", data="medphantom", backbone="default",
+      membership="gaussian", tnorm="product", defuzz="tsk", rules=16, steps=0, quick=False,
+      choices={"bits": (16, 32, 48, 64), "loss": LOSS_NAMES, "data": DATA_NAMES,
+               "backbone": BACKBONE_NAMES, "membership": ("gaussian", "bell"),
+               "tnorm": ("product", "softmin"), "defuzz": ("tsk", "centroid")})
+  if a.rules < 1 or a.steps < 0:
+    raise config_lib.ConfigArgError(
+        f"Config arguments rules={a.rules} must be >= 1 and steps={a.steps} >= 0")
+  c = config_lib.base_config()
+
+  c.data.multilabel = True
+  if a.data == "chestxray14":
+    c.data.name = "chestxray14"      # needs --config.data.manual_dir
+    c.data.image_size = 224
+    c.train.steps = 20000
+    c.train.batch_size = 128
+    backbone = "alexnet"
+  else:
+    c.data.name = "medphantom"
+    c.data.image_size = 64
+    c.data.num_examples = 6000
+    c.train.steps = 3000
+    backbone = "small_cnn"
+  c.model.backbone = backbone if a.backbone == "default" else a.backbone
+  if a.steps:
+    c.train.steps = a.steps
+
+  m = c.model
+  m.head = "flat"
+  m.bits = a.bits
+  m.classifier = True          # the Jaccard loss's BCE term reads outputs["logits"]
+  m.fuzzy = a.fuzzy
+  m.fuzzy_rules = a.rules
+  m.fuzzy_inputs = 8
+  m.fuzzy_membership = a.membership
+  m.fuzzy_tnorm = a.tnorm
+  m.fuzzy_defuzzifier = a.defuzz
+  m.fuzzy_output_dim = 0       # = trunk feature width, so the hash layer's input width
+                               # is the same with and without the fuzzy layer
+  m.fuzzy_consequent_inputs = "features"
+  m.fuzzy_softmin_temperature = 0.1
+  m.fuzzy_init_width = 0.5
+  m.fuzzy_normalize_inputs = True
+
+  c.loss.name = a.loss
+  c.loss.similarity = "shared"
+  c.loss.classification = 0.0  # jaccard carries its own BCE (weight 1.5)
+  if a.loss == "jaccard":
+    c.loss.weights.regression = 1.0
+    c.loss.weights.classification = 1.5
+
+  c.train.learning_rate = 1e-3
+  c.train.schedule = "cosine"
+  c.train.warmup_steps = 100
+  c.train.log_every = 100
+  c.train.eval_every = 500
+  c.train.checkpoint_every = 500
+  c.train.best_metric = "val/nDCG@100"
+
+  c.eval.relevance = "shared"
+  c.eval.ks = (10, 100)
+  c.eval.query_groups = ("label_count",)
+  if a.quick:
+    quick(c)
+  return c
+
+
+def quick(c):
+  """Shrinks data and steps so a run takes a minute or two on two CPU cores."""
+  c.data.num_examples = 600
+  c.data.image_size = 32
+  c.model.fuzzy_rules = min(c.model.fuzzy_rules, 8)
+  c.train.steps = 30
+  c.train.batch_size = 32
+  c.train.warmup_steps = 5
+  c.train.log_every = 10
+  c.train.eval_every = 15
+  c.train.checkpoint_every = 15
+  c.eval.ks = (10, 100)
