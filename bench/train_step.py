@@ -66,7 +66,7 @@ def torch_model(backbone: str, bits: int):
         nn.Conv2d(256, 256, 3, 1, 1), nn.ReLU(), nn.MaxPool2d(3, 2), nn.Flatten(),
         nn.Dropout(0.5), nn.LazyLinear(4096), nn.ReLU(), nn.Dropout(0.5),
         nn.Linear(4096, 4096), nn.ReLU())
-  elif backbone == "resnet18":  # 48..127 px stem: 3x3 conv + 3x3/2 max-pool
+  elif backbone == "resnet18":  # 48..127 px stem: 3x3 stride-2 conv + 3x3/2 max-pool
     def block(cin, cout, stride):
       body = nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout),
                            nn.ReLU(), nn.Conv2d(cout, cout, 3, 1, 1, bias=False),
@@ -82,7 +82,7 @@ def torch_model(backbone: str, bits: int):
         def forward(self, x):
           return torch.relu(self.body(x) + self.proj(x))
       return Block()
-    layers = [nn.Conv2d(1, 64, 3, 1, 1, bias=False), nn.BatchNorm2d(64), nn.ReLU(),
+    layers = [nn.Conv2d(1, 64, 3, 2, 1, bias=False), nn.BatchNorm2d(64), nn.ReLU(),
               nn.MaxPool2d(3, 2, 1)]
     cin = 64
     for i, width in enumerate((64, 128, 256, 512)):

@@ -23,6 +23,8 @@ def get_config(arg=None):
   c.model.backbone = a.backbone
   c.model.bits = a.bits
   c.loss.name = a.loss
+  if a.loss == "greedyhash":  # its classifier on the binary codes predicts these classes
+    c.model.code_classifier = c.loss.similarity
   if a.loss == "idhn":
     c.data.multilabel = True
     c.eval.relevance = "shared"
