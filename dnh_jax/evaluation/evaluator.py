@@ -32,16 +32,20 @@ from the exact `hamming_topk` lists; whole-gallery index-tie AP from a stable co
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 import os
 from typing import Mapping, Sequence
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from dnh_jax.data.schema import Schema
 from dnh_jax.evaluation import metrics as M
 from dnh_jax.evaluation.relevance import check_labels, get_relevance
 from dnh_jax.retrieval.codes import as_packed
-from dnh_jax.retrieval.hamming import distance_terms, hamming_distances, hamming_topk
+from dnh_jax.retrieval.hamming import (distance_terms, hamming_topk, pairwise_words_major,
+                                       words_major)
 from dnh_jax.retrieval.preferences import parse_preference
 
 
@@ -61,28 +65,42 @@ def _whole_ap_index(d: np.ndarray, rel: np.ndarray) -> np.ndarray:
   return np.where(count > 0, total / np.maximum(count, 1), 0.0)
 
 
-def _gain_counts(gains: np.ndarray, max_gain: int) -> np.ndarray:
-  b = gains.shape[0]
-  flat = (gains + np.arange(b)[:, None] * (max_gain + 1)).ravel()
-  return np.bincount(flat, minlength=b * (max_gain + 1)).reshape(b, max_gain + 1)
+@functools.partial(jax.jit, static_argnames=("terms", "rule", "schema", "radius", "hist",
+                                             "gain_bins", "dense", "dtype"))
+def _chunk_kernel(q, qlab, g, glab, *, terms, rule, schema, radius, hist, gain_bins, dense,
+                  dtype):
+  """Distances, relevance and gains of a query chunk against the gallery in one fused
+  pass; returns only the per-query reductions and [B, N] integer blocks asked for."""
+  d = pairwise_words_major(q, g, terms)                               # int32 [B, N]
+  rel, gains = rule(schema, qlab, glab, xp=jnp)
+  rel = jnp.broadcast_to(rel, d.shape)
+  gains = jnp.broadcast_to(jnp.asarray(gains, jnp.int32), d.shape)
+  out = {"has": rel.any(axis=1),
+         "bad_gain": jnp.any((gains < 0) | (gains > max(gain_bins, hist[1] // 2 if hist else 0)
+                                                 - 1)) if gain_bins or hist else False}
+  if radius is not None:
+    inside = d <= radius
+    out["ball"] = inside.sum(axis=1)
+    out["ball_hits"] = (inside & rel).sum(axis=1)
+  if gain_bins:
+    out["gain_counts"] = jnp.stack([(gains == v).sum(axis=1) for v in range(gain_bins)], 1)
+  if dense:
+    out.update(d=d.astype(dtype), rel=rel, gains=gains)
+  if hist is not None:
+    size, cells = hist
+    # Joint (distance, gain, relevant) cell of every pair, for one bincount per query.
+    key = d * cells + 2 * jnp.clip(gains, 0, cells // 2 - 1) + rel
+    out["key"] = key.astype(jnp.uint16 if size * cells <= 2**16 else jnp.int32)
+  return out
 
 
-def _histograms(d: np.ndarray, rel: np.ndarray, gains: np.ndarray, size: int,
-                max_gain: int) -> dict[str, np.ndarray]:
+def _histograms(key: np.ndarray, size: int, cells: int) -> dict[str, np.ndarray]:
   """Per-query bucket sums over distances 0..size-1, each [B, size]: "n" items, "r"
-  relevant, "p" gain > 0, "g" gains, "e" 2^g - 1; from one joint (distance, gain,
-  relevant) count."""
-  b = d.shape[0]
-  cells = 2 * (max_gain + 1)
-  key = d.astype(np.int64)
-  key += (np.arange(b) * size)[:, None]
-  key *= cells
-  key += 2 * gains
-  key += rel
-  joint = np.bincount(key.ravel(), minlength=b * size * cells).reshape(b, size,
-                                                                       max_gain + 1, 2)
-  by_gain = joint.sum(axis=3).astype(np.float64)                # [B, size, G + 1]
-  g = np.arange(max_gain + 1, dtype=np.float64)
+  relevant, "p" gain > 0, "g" gains, "e" 2^g - 1; from the joint cell keys [B, N]."""
+  joint = np.stack([np.bincount(row, minlength=size * cells) for row in key])
+  joint = joint.reshape(len(key), size, cells // 2, 2)
+  by_gain = joint.sum(axis=3).astype(np.float64)                      # [B, size, G + 1]
+  g = np.arange(cells // 2, dtype=np.float64)
   return {"n": by_gain.sum(axis=2), "r": joint[..., 1].sum(axis=2).astype(np.float64),
           "p": by_gain[..., 1:].sum(axis=2), "g": by_gain @ g, "e": by_gain @ (np.exp2(g) - 1)}
 
@@ -137,37 +155,44 @@ def evaluate_codes(query_codes, query_labels, gallery_codes, gallery_labels, *,
   threads = min(2, os.cpu_count() or 1) if threads is None else int(threads)
   cut = {int(k): M._cutoff(k, n) for k in ks}  # reported name -> effective cutoff
   kmax = max(cut.values(), default=0)
-  hist_needed = ties == "expected" or pr_curve
+  bounds = ties in ("optimistic", "pessimistic")
+  hist = (max_distance + 1, 2 * (max_gain + 1)) if ties == "expected" or pr_curve else None
+  want = dict(radius=radius, hist=hist, gain_bins=max_gain + 1 if cut else 0,
+              dense=bounds or (ties == "index" and whole_gallery), dtype=dtype)
   top_idx = None
   if ties == "index" and cut:
     _, top_idx = hamming_topk(qp, gp, kmax, segments=segments, weights=weights)
+  terms, _ = distance_terms(gp.shape[1], segments, weights)
+  gallery = (words_major(jnp.asarray(gp)), {n: jnp.asarray(x) for n, x in glab.items()})
+  padded = -(-num_q // query_chunk) * query_chunk  # one compiled shape for every chunk
+  pad = lambda x: np.concatenate([x, np.repeat(x[:1], padded - num_q, axis=0)])
+  qp_pad, qlab_pad = pad(qp), {name: pad(x) for name, x in qlab.items()}
 
   def chunk(s: int) -> dict[str, np.ndarray]:
     res: dict[str, np.ndarray] = {}
     add = res.__setitem__
-    sl = slice(s, min(s + query_chunk, num_q))
+    rows = min(query_chunk, num_q - s)
+    sl = slice(s, s + rows)
     qchunk = {name: x[sl] for name, x in qlab.items()}
-    d = hamming_distances(qp[sl], gp, segments=segments, weights=weights, dtype=dtype)
-    rel, gains = rule(schema, qchunk, glab)
-    rel = np.asarray(rel, bool)
-    gains = np.asarray(gains, np.int32)
-    if (cut or hist_needed) and (gains.min() < 0 or gains.max() > max_gain):
+    out = jax.device_get(_chunk_kernel(
+        qp_pad[s:s + query_chunk], {n: x[s:s + query_chunk] for n, x in qlab_pad.items()},
+        *gallery, terms=terms, rule=rule, schema=schema, **want))
+    if out.pop("bad_gain"):
       raise ValueError(f"relevance rule {rule.name!r} gave gains outside [0, {max_gain}]")
-    add("has_relevant", rel.any(axis=1))
+    out = {name: x[:rows] for name, x in out.items()}
+    add("has_relevant", out["has"])
     if radius is not None:
-      inside = d <= radius
-      count = inside.sum(axis=1)
-      add(f"P@r{radius}", np.where(count > 0, (inside & rel).sum(axis=1)
-                                   / np.maximum(count, 1), 0.0))
-    hist = None
-    if hist_needed:
-      hist = _histograms(d, rel, gains, max_distance + 1, max_gain)
+      count = out["ball"]
+      add(f"P@r{radius}", np.where(count > 0, out["ball_hits"] / np.maximum(count, 1), 0.0))
+    h = None
+    if hist is not None:
+      h = _histograms(out["key"], *hist)
     if pr_curve:
-      prec, rec = M.curve_from_histograms(hist["n"], hist["r"], rel.sum(axis=1))
+      prec, rec = M.curve_from_histograms(h["n"], h["r"], h["r"].sum(axis=1))
       add("pr_precision", prec)
       add("pr_recall", rec)
     if cut:
-      counts = _gain_counts(gains, max_gain)
+      counts = out["gain_counts"]
       values = np.arange(max_gain + 1, dtype=np.float64)
     if ties == "index":
       if cut:
@@ -175,24 +200,24 @@ def evaluate_codes(query_codes, query_labels, gallery_codes, gallery_labels, *,
         rel_k, gains_k = rule(schema, qchunk, gathered)
         seq_rel, seq_gain = np.asarray(rel_k), np.asarray(gains_k, np.float64)
       if whole_gallery:
-        add("AP", _whole_ap_index(d, rel))
-    elif ties in ("optimistic", "pessimistic"):
+        add("AP", _whole_ap_index(out["d"], out["rel"]))
+    elif bounds:
+      d, rel, gains = out["d"], out["rel"], out["gains"]
       order = M.rank_order(d, rel, ties)
       seq_rel = np.take_along_axis(rel, order, 1)
       order = M.rank_order(d, gains, ties)
       seq_gain = np.take_along_axis(gains, order[:, :max(kmax, 1)], 1).astype(float)
       if whole_gallery:
         add("AP", M.ranked_ap(seq_rel, n))
-    else:
-      if whole_gallery:
-        add("AP", M.expected_ap(hist["n"], hist["r"], None))
+    elif whole_gallery:
+      add("AP", M.expected_ap(h["n"], h["r"], None))
     for key, k in cut.items():
       ideal = M.ideal_dcg(values, counts, k)
       if ties == "expected":
-        ap = M.expected_ap(hist["n"], hist["r"], k)
-        dcg = M.expected_dcg(hist["n"], hist["e"], k)
-        acg_k = M.expected_acg(hist["n"], hist["g"], k)
-        wap = M.expected_wap(hist["n"], hist["p"], hist["g"], k)
+        ap = M.expected_ap(h["n"], h["r"], k)
+        dcg = M.expected_dcg(h["n"], h["e"], k)
+        acg_k = M.expected_acg(h["n"], h["g"], k)
+        wap = M.expected_wap(h["n"], h["p"], h["g"], k)
       else:
         ap = M.ranked_ap(seq_rel, k)
         dcg = M.ranked_dcg(seq_gain, k)

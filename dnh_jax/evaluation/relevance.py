@@ -9,7 +9,8 @@ and returns
 
 Rules are called either pairwise (query labels [B] / [B, V] against gallery labels [N] /
 [N, V], giving [B, N]) or aligned (gallery labels already gathered per query, [B, L] /
-[B, L, V], giving [B, L] - used for the top-k lists).
+[B, L, V], giving [B, L] - used for the top-k lists). `xp` is numpy (default) or
+jax.numpy, so the evaluator can fuse relevance into its jitted distance kernel.
 
 "Match" of a characteristic: same id (single-label) or the same label set (multi-label).
 """
@@ -27,11 +28,11 @@ from dnh_jax.retrieval.preferences import Preference
 Labels = Mapping[str, np.ndarray]
 
 
-def _pair(schema: Schema, name: str, query: Labels, gallery: Labels):
+def _pair(schema: Schema, name: str, query: Labels, gallery: Labels, xp=np):
   """(query side, gallery side) of one characteristic, broadcastable to [B, L(, V)]."""
   multi = schema[name].kind == MULTI
-  q = np.asarray(query[name])
-  g = np.asarray(gallery[name])
+  q = xp.asarray(query[name])
+  g = xp.asarray(gallery[name])
   aligned = g.ndim == q.ndim + 1
   if not aligned and g.ndim != q.ndim:
     raise ValueError(f"labels {name!r}: query shape {q.shape} and gallery shape {g.shape} "
@@ -41,27 +42,27 @@ def _pair(schema: Schema, name: str, query: Labels, gallery: Labels):
   return q[:, None], (g if aligned else g[None]), aligned
 
 
-def match(schema: Schema, name: str, query: Labels, gallery: Labels) -> np.ndarray:
+def match(schema: Schema, name: str, query: Labels, gallery: Labels, xp=np):
   """bool [B, L]: the characteristic matches (same id / same label set)."""
-  q, g, _ = _pair(schema, name, query, gallery)
+  q, g, _ = _pair(schema, name, query, gallery, xp)
   if schema[name].kind == MULTI:
     # Equal sets <=> the intersection is as large as both sets; avoids a [B, N, V] array.
-    common = shared(schema, name, query, gallery)
-    return (common == np.sum(q, axis=-1, dtype=np.int32)) & (
-        common == np.sum(g, axis=-1, dtype=np.int32))
+    common = shared(schema, name, query, gallery, xp)
+    return (common == xp.sum(q, axis=-1, dtype=xp.int32)) & (
+        common == xp.sum(g, axis=-1, dtype=xp.int32))
   return q == g
 
 
-def shared(schema: Schema, name: str, query: Labels, gallery: Labels) -> np.ndarray:
+def shared(schema: Schema, name: str, query: Labels, gallery: Labels, xp=np):
   """int32 [B, L]: labels in common (0/1 for a single-label characteristic)."""
-  q, g, aligned = _pair(schema, name, query, gallery)
+  q, g, aligned = _pair(schema, name, query, gallery, xp)
   if schema[name].kind != MULTI:
-    return (q == g).astype(np.int32)
+    return (q == g).astype(xp.int32)
   if aligned:
-    return np.sum(np.minimum(q, g), axis=-1, dtype=np.int32)
+    return xp.sum(xp.minimum(q, g), axis=-1, dtype=xp.int32)
   # Pairwise: a small matmul of multi-hot rows, exact in float32 for any realistic V.
-  prod = q[:, 0, :].astype(np.float32) @ g[0].astype(np.float32).T
-  return prod.astype(np.int32)
+  prod = q[:, 0, :].astype(xp.float32) @ g[0].astype(xp.float32).T
+  return prod.astype(xp.int32)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,8 +77,8 @@ class AllMatch:
   def max_gain(self, schema: Schema) -> int:
     return len(schema.names)
 
-  def __call__(self, schema, query, gallery):
-    gains = sum(match(schema, n, query, gallery).astype(np.int32) for n in schema.names)
+  def __call__(self, schema, query, gallery, xp=np):
+    gains = sum(match(schema, n, query, gallery, xp).astype(xp.int32) for n in schema.names)
     return gains == len(schema.names), gains
 
 
@@ -94,8 +95,8 @@ class SharedLabels:
   def max_gain(self, schema: Schema) -> int:
     return sum(c.size if c.kind == MULTI else 1 for c in schema.characteristics)
 
-  def __call__(self, schema, query, gallery):
-    gains = sum(shared(schema, n, query, gallery) for n in schema.names)
+  def __call__(self, schema, query, gallery, xp=np):
+    gains = sum(shared(schema, n, query, gallery, xp) for n in schema.names)
     return gains >= 1, gains
 
 
@@ -114,10 +115,10 @@ class OrganDisease:
   def max_gain(self, schema: Schema) -> int:
     return 2
 
-  def __call__(self, schema, query, gallery):
-    organ = match(schema, "organ", query, gallery)
-    disease = match(schema, "disease", query, gallery)
-    gains = organ.astype(np.int32) * (1 + disease.astype(np.int32))
+  def __call__(self, schema, query, gallery, xp=np):
+    organ = match(schema, "organ", query, gallery, xp)
+    disease = match(schema, "disease", query, gallery, xp)
+    gains = organ.astype(xp.int32) * (1 + disease.astype(xp.int32))
     return gains == 2, gains
 
 
@@ -140,13 +141,13 @@ class PreferenceRelevance:
   def max_gain(self, schema: Schema) -> int:
     return sum(self.preference.characteristic_weights)
 
-  def __call__(self, schema, query, gallery):
+  def __call__(self, schema, query, gallery, xp=np):
     gains = 0
     relevant = True
     for n, w in zip(schema.names, self.preference.characteristic_weights):
       if w:
-        m = match(schema, n, query, gallery)
-        gains = gains + w * m.astype(np.int32)
+        m = match(schema, n, query, gallery, xp)
+        gains = gains + w * m.astype(xp.int32)
         relevant = relevant & m
     return relevant, gains
 
