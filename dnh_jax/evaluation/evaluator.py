@@ -65,19 +65,17 @@ def _whole_ap_index(d: np.ndarray, rel: np.ndarray) -> np.ndarray:
   return np.where(count > 0, total / np.maximum(count, 1), 0.0)
 
 
-@functools.partial(jax.jit, static_argnames=("terms", "rule", "schema", "radius", "hist",
-                                             "gain_bins", "dense", "dtype"))
-def _chunk_kernel(q, qlab, g, glab, *, terms, rule, schema, radius, hist, gain_bins, dense,
-                  dtype):
+@functools.partial(jax.jit, static_argnames=("terms", "rule", "schema", "max_gain", "radius",
+                                             "hist", "gain_bins", "dense", "dtype"))
+def _chunk_kernel(q, qlab, g, glab, *, terms, rule, schema, max_gain, radius, hist,
+                  gain_bins, dense, dtype):
   """Distances, relevance and gains of a query chunk against the gallery in one fused
   pass; returns only the per-query reductions and [B, N] integer blocks asked for."""
   d = pairwise_words_major(q, g, terms)                               # int32 [B, N]
   rel, gains = rule(schema, qlab, glab, xp=jnp)
   rel = jnp.broadcast_to(rel, d.shape)
   gains = jnp.broadcast_to(jnp.asarray(gains, jnp.int32), d.shape)
-  out = {"has": rel.any(axis=1),
-         "bad_gain": jnp.any((gains < 0) | (gains > max(gain_bins, hist[1] // 2 if hist else 0)
-                                                 - 1)) if gain_bins or hist else False}
+  out = {"has": rel.any(axis=1), "bad_gain": jnp.any((gains < 0) | (gains > max_gain))}
   if radius is not None:
     inside = d <= radius
     out["ball"] = inside.sum(axis=1)
@@ -157,7 +155,8 @@ def evaluate_codes(query_codes, query_labels, gallery_codes, gallery_labels, *,
   kmax = max(cut.values(), default=0)
   bounds = ties in ("optimistic", "pessimistic")
   hist = (max_distance + 1, 2 * (max_gain + 1)) if ties == "expected" or pr_curve else None
-  want = dict(radius=radius, hist=hist, gain_bins=max_gain + 1 if cut else 0,
+  want = dict(max_gain=max_gain, radius=radius, hist=hist,
+              gain_bins=max_gain + 1 if cut else 0,
               dense=bounds or (ties == "index" and whole_gallery), dtype=dtype)
   top_idx = None
   if ties == "index" and cut:
