@@ -35,9 +35,9 @@ from dnh_jax.retrieval import hamming  # pylint: disable=g-import-not-at-top
 
 
 @functools.partial(jax.jit, static_argnames=("terms",))
-def _distance_only(q, words_major, terms):
-  d = hamming._distance(lambda w: q[:, w, None, None], lambda w: words_major[w][None], terms,
-                        (q.shape[0],) + words_major.shape[1:])
+def _distance_only(q, grouped, terms):
+  d = hamming._distance(lambda w: q[:, w, None, None], lambda w: grouped[w][None], terms,
+                        (q.shape[0],) + grouped.shape[1:])
   return jnp.min(d, axis=1)
 
 

@@ -236,11 +236,12 @@ def _layout(codes, k: int, group: int):
   return jnp.transpose(main, (2, 1, 0)), main, codes[m * group:]
 
 
-def _grouped_topk(q, words_major, rows, k, terms, group):
-  """Exact top-k over the grouped main part; indices relative to the block start."""
+def _grouped_topk(q, grouped, rows, k, terms, group):
+  """Exact top-k over the grouped main part (grouped [W, G, M], rows [M, G, W]);
+  indices relative to the block start."""
   b = q.shape[0]
-  d = _distance(lambda w: q[:, w, None, None], lambda w: words_major[w][None], terms,
-                (b,) + words_major.shape[1:])
+  d = _distance(lambda w: q[:, w, None, None], lambda w: grouped[w][None], terms,
+                (b,) + grouped.shape[1:])
   minima = jnp.min(d, axis=1)                                        # [B, M]
   _, gids = lax.top_k(_neg_key(minima), k)
   gids = jnp.sort(gids, axis=1)  # candidates in gallery-index order for stable re-rank
@@ -254,10 +255,10 @@ def _grouped_topk(q, words_major, rows, k, terms, group):
 
 def _block_topk(q, layout, k, terms, group):
   """Exact top-min(k, n) of q over one prepared gallery block."""
-  words_major, rows, tail = layout
-  if words_major is None:
+  grouped, rows, tail = layout
+  if grouped is None:
     return _direct_topk(q, tail, min(k, tail.shape[0]), terms)
-  d, i = _grouped_topk(q, words_major, rows, k, terms, group)
+  d, i = _grouped_topk(q, grouped, rows, k, terms, group)
   if tail.shape[0]:
     dt, it = _direct_topk(q, tail, min(k, tail.shape[0]), terms)
     offset = rows.shape[0] * group
