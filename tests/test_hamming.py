@@ -137,6 +137,11 @@ def test_sharded_equals_unsharded():
   np.testing.assert_array_equal(got[1], want[1])
 
 
+def test_no_queries():
+  d, i = hamming.hamming_topk(np.zeros((0, 2), np.uint32), np.zeros((5, 2), np.uint32), 3)
+  assert d.shape == i.shape == (0, 3)
+
+
 def test_errors():
   g = np.zeros((10, 2), np.uint32)
   q = np.zeros((1, 2), np.uint32)

@@ -317,7 +317,11 @@ def hamming_topk(query_packed, gallery_packed, k: int, *, segments=None, weights
   if group_size < 1 or query_chunk < 1 or gallery_chunk < 1:
     raise ValueError("group_size, query_chunk and gallery_chunk must be positive")
   num_q = q.shape[0]
-  chunk = min(query_chunk, max(num_q, 1))
+  if num_q == 0:
+    empty = np.zeros((0, k), np.int32)
+    return (jnp.asarray(empty), jnp.asarray(empty)) if isinstance(query_packed, jax.Array) \
+        else (empty, empty.copy())
+  chunk = min(query_chunk, num_q)
   padded = -(-num_q // chunk) * chunk
   qj = jnp.asarray(q)
   if padded != num_q:  # one compiled shape for every chunk
