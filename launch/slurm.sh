@@ -41,7 +41,8 @@ die() { echo "launch/slurm.sh: $*" >&2; exit 2; }
 cd "${SLURM_SUBMIT_DIR:-$PWD}"
 export DNH_SETUP="${DNH_SETUP:-}"
 export DNH_PYTHON="${DNH_PYTHON:-python}"
-export DNH_TASKS_PER_NODE="${SLURM_NTASKS_PER_NODE:-1}"
+# Tasks per node: as requested, else the job's tasks spread evenly over its nodes.
+export DNH_TASKS_PER_NODE="${SLURM_NTASKS_PER_NODE:-$(( ${SLURM_NTASKS:-1} / ${SLURM_JOB_NUM_NODES:-1} ))}"
 export DNH_GPUS_ON_NODE="${SLURM_GPUS_ON_NODE:-0}"
 
 echo "launch/slurm.sh: job $SLURM_JOB_ID, ${SLURM_NTASKS:-?} tasks on ${SLURM_JOB_NUM_NODES:-?} nodes ($SLURM_JOB_NODELIST), $DNH_TASKS_PER_NODE per node, $DNH_GPUS_ON_NODE GPUs per node" >&2
