@@ -9,14 +9,29 @@ The trainer uses exactly this surface:
     batch = batcher.batch(step)   # {"image": float32[B, H, W, 1], <characteristic>: ...}
 
 `DATASETS` maps `config.data.name` to the function creating its builder.
+
+The names are resolved lazily (PEP 562), so `import dnh_jax.data.schema` - needed by the
+evaluation code and by GPU-only retrieval jobs - does not import TFDS.
 """
 
-from dnh_jax.data.batching import Batcher
-from dnh_jax.data.batching import images_to_float
-from dnh_jax.data.builders import DATASETS
-from dnh_jax.data.builders import get_builder
-from dnh_jax.data.pipeline import SPLITS
-from dnh_jax.data.pipeline import SplitData
-from dnh_jax.data.pipeline import Splits
-from dnh_jax.data.pipeline import load_splits
-from dnh_jax.data.pipeline import write_manifest
+import importlib
+
+_EXPORTS = {
+    "Batcher": "dnh_jax.data.batching",
+    "images_to_float": "dnh_jax.data.batching",
+    "DATASETS": "dnh_jax.data.builders",
+    "get_builder": "dnh_jax.data.builders",
+    "SPLITS": "dnh_jax.data.pipeline",
+    "SplitData": "dnh_jax.data.pipeline",
+    "Splits": "dnh_jax.data.pipeline",
+    "load_splits": "dnh_jax.data.pipeline",
+    "write_manifest": "dnh_jax.data.pipeline",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+  if name in _EXPORTS:
+    return getattr(importlib.import_module(_EXPORTS[name]), name)
+  raise AttributeError(f"module 'dnh_jax.data' has no attribute {name!r}")
