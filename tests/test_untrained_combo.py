@@ -3,10 +3,11 @@
 import importlib.util
 import json
 import os
+from typing import Any
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import pytest
 
@@ -17,7 +18,7 @@ from dnh_jax import models as models_lib
 from dnh_jax import train
 from dnh_jax.data import schema as schema_lib
 from dnh_jax.evaluation import subcode_accuracy
-from dnh_jax.models import independent
+from dnh_jax.models import backbones as backbones_lib
 from dnh_jax.report import untrained_combo as report
 
 SCHEMA = schema_lib.multi_characteristic_schema()
@@ -42,6 +43,8 @@ def tiny_config(arg="quick"):
   c.train.log_every = 2
   c.train.eval_every = 4
   c.train.checkpoint_every = 4
+  c.eval.ks = (100,)
+  c.eval.preferences = ("modality", "disease")   # fewer evaluator programs to compile
   return c
 
 
@@ -91,33 +94,49 @@ def _model_cfg(**kw):
   return c
 
 
+def _random_like(shapes, seed):
+  """Fan-in scaled normal values for a tree of shapes: parameters without compiling a PRNG
+  program (XLA:CPU takes seconds per random initialiser)."""
+  rng = np.random.default_rng(seed)
+  return jax.tree.map(lambda s: jnp.asarray(
+      rng.normal(size=s.shape) / np.sqrt(np.prod(s.shape[:-1]) or 1), s.dtype), shapes)
+
+
 def _perturb_network(params, name, index):
   """Adds noise to every parameter of sub-network `index` (characteristic `name`)."""
-  params = jax.tree.map(lambda a: a, params)
-  key = jax.random.key(7)
-  noise = lambda a: a + jax.random.normal(key, a.shape, a.dtype)
-  params["backbones"]["stacked"] = jax.tree.map(lambda a: a.at[index].set(noise(a[index])),
-                                                params["backbones"]["stacked"])
+  params = dict(params)
+  noise = lambda a: a + _random_like(jax.ShapeDtypeStruct(a.shape, a.dtype), 7)
+  params["backbones"] = {"stacked": jax.tree.map(
+      lambda a: a.at[index].set(noise(a[index])), params["backbones"]["stacked"])}
   for prefix in ("hash_", "classifier_"):
     params[prefix + name] = jax.tree.map(noise, params[prefix + name])
   return params
 
 
+@pytest.fixture(scope="module")
+def independent_params():
+  """Random parameters of the 48-bit independent small-CNN model on 16 px images (the
+  layout is the same for every `model.stack_compute`)."""
+  model = models_lib.build_model(_model_cfg(), SCHEMA)
+  images = jnp.asarray(np.random.default_rng(0).uniform(size=(8, 16, 16, 1)), jnp.float32)
+  shapes = jax.eval_shape(model.init, {"params": jax.random.key(1)}, images)["params"]
+  return images, _random_like(shapes, 1)
+
+
 @pytest.mark.parametrize("compute", ["vmap", "unrolled"])
-def test_subnetworks_share_no_parameters(compute):
+def test_subnetworks_share_no_parameters(compute, independent_params):
+  images, params = independent_params
   model = models_lib.build_model(_model_cfg(stack_compute=compute), SCHEMA)
-  images = jax.random.uniform(jax.random.key(0), (6, 32, 32, 1))
-  variables = model.init({"params": jax.random.key(1)}, images)
-  params = variables["params"]
   # Every parameter belongs to exactly one sub-network: the stacked backbones (axis 0 =
   # characteristic) or a per-characteristic hash layer / classifier.
   assert set(params) == {"backbones"} | {f"{p}_{n}" for p in ("hash", "classifier")
                                          for n in SCHEMA.names}
   for leaf in jax.tree.leaves(params["backbones"]):
     assert leaf.shape[0] == 3
-  base = model.apply(variables, images)
+  apply = jax.jit(lambda p: model.apply({"params": p}, images))
+  base = apply(params)
   for index, name in enumerate(SCHEMA.names):
-    out = model.apply({"params": _perturb_network(params, name, index)}, images)
+    out = apply(_perturb_network(params, name, index))
     for other in SCHEMA.names:
       same = np.array_equal(out["subcodes"][other], base["subcodes"][other])
       assert same == (other != name), (name, other)
@@ -126,48 +145,76 @@ def test_subnetworks_share_no_parameters(compute):
       base["codes"], np.concatenate([base["subcodes"][n] for n in SCHEMA.names], -1))
 
 
-def test_vmap_and_unrolled_compute_agree_with_batch_stats():
-  images = jax.random.uniform(jax.random.key(0), (4, 32, 32, 1))
+class _TinyBatchNormNet(nn.Module):
+  """A one-convolution backbone with BatchNorm: batch statistics at a test's cost."""
+
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, images, train=False):
+    x = nn.Conv(4, (3, 3), strides=(4, 4), dtype=self.dtype)(images)
+    x = nn.BatchNorm(use_running_average=not train, momentum=0.5)(x)
+    return nn.relu(x).reshape(x.shape[0], -1)
+
+
+def test_vmap_and_unrolled_compute_agree_with_batch_stats(monkeypatch):
+  monkeypatch.setitem(backbones_lib.BACKBONES, "tiny_bn",
+                      lambda dtype, name=None: _TinyBatchNormNet(dtype, name=name))
+  images = jnp.asarray(np.random.default_rng(0).uniform(size=(4, 16, 16, 1)), jnp.float32)
+  models = {c: models_lib.build_model(_model_cfg(backbone="tiny_bn", stack_compute=c), SCHEMA)
+            for c in ("vmap", "unrolled")}
+  variables = jax.jit(models["vmap"].init)({"params": jax.random.key(1)}, images)
+  kernel = variables["params"]["backbones"]["stacked"]["Conv_0"]["kernel"]
+  assert kernel.shape[0] == 3 and not np.allclose(kernel[0], kernel[1])  # own init each
   outs = {}
-  for compute in ("vmap", "unrolled"):
-    model = models_lib.build_model(_model_cfg(backbone="resnet18", stack_compute=compute),
-                                   SCHEMA)
-    variables = model.init({"params": jax.random.key(1)}, images)
-    outs[compute] = model.apply(variables, images, train=True, mutable=["batch_stats"])
-  (a, sa), (b, sb) = outs["vmap"], outs["unrolled"]
-  np.testing.assert_allclose(a["codes"], b["codes"], atol=1e-5)
-  for x, y in zip(jax.tree.leaves(sa), jax.tree.leaves(sb)):
+  for compute, model in models.items():
+    codes, stats = jax.jit(lambda v, m=model: m.apply(v, images, train=True,
+                                                      mutable=["batch_stats"]))(variables)
+    evaluated = jax.jit(lambda v, m=model: m.apply(v, images))({**variables, **stats})
+    outs[compute] = (codes["codes"], stats, evaluated["codes"])
+  (a, sa, ea), (b, sb, eb) = outs["vmap"], outs["unrolled"]
+  np.testing.assert_allclose(a, b, atol=1e-5)
+  np.testing.assert_allclose(ea, eb, atol=1e-5)
+  moved = 0
+  for x, y, x0 in zip(jax.tree.leaves(sa), jax.tree.leaves(sb),
+                      jax.tree.leaves(variables["batch_stats"])):
     assert x.shape[0] == 3
     np.testing.assert_allclose(x, y, atol=1e-5)
+    moved += int(not np.allclose(x, x0))
+  assert moved > 0   # the training pass updated the stacked statistics
 
 
-def test_per_characteristic_loss_trains_each_network_only_on_its_characteristic():
+def test_per_characteristic_loss_trains_each_network_only_on_its_characteristic(
+    independent_params):
   """The independent loss of sub-code c has zero gradient on every other network."""
   c = load_config()
+  images, params = independent_params
   model = models_lib.build_model(_model_cfg(), SCHEMA)
-  images = jax.random.uniform(jax.random.key(0), (8, 32, 32, 1))
   rng = np.random.default_rng(0)
   labels = {n: jnp.asarray(rng.integers(0, SCHEMA[n].size, 8), jnp.int32) for n in SCHEMA.names}
-  params = model.init({"params": jax.random.key(1)}, images)["params"]
   loss_fn = losses_lib.get_loss(c.loss, SCHEMA)
+
+  def terms(p, lab):
+    out = model.apply({"params": p}, images)
+    metrics = loss_fn(out, lab, cfg=c.loss, schema=SCHEMA, step=jnp.int32(0),
+                      key=jax.random.key(2))[1]
+    return jnp.stack([metrics[f"structured/subcode_{n}"] for n in SCHEMA.names])
+
+  # One program: the three terms and their Jacobian (leaves [3 terms, ...]).
+  value_and_jacobian = jax.jit(lambda p, lab: (terms(p, lab), jax.jacrev(terms)(p, lab)))
+  values, grads = value_and_jacobian(params, labels)
   for index, name in enumerate(SCHEMA.names):
-    # Labels of every other characteristic are shuffled: the loss must not change.
-    shuffled = {n: (v if n == name else v[::-1]) for n, v in labels.items()}
-
-    def loss_of(p, lab):
-      out = model.apply({"params": p}, images)
-      return loss_fn(out, lab, cfg=c.loss, schema=SCHEMA, step=jnp.int32(0),
-                     key=jax.random.key(2))[1][f"structured/subcode_{name}"]
-
-    grads = jax.grad(loss_of)(params, labels)
-    stacked = jax.tree.leaves(grads["backbones"])
+    stacked = [g[index] for g in jax.tree.leaves(grads["backbones"])]
     assert all(float(jnp.abs(g[i]).max()) == 0.0 for g in stacked
                for i in range(3) if i != index)
     assert any(float(jnp.abs(g[index]).max()) > 0.0 for g in stacked)
     for other in SCHEMA.names:
       if other != name:
-        assert float(jnp.abs(grads[f"hash_{other}"]["dense"]["kernel"]).max()) == 0.0
-    np.testing.assert_allclose(loss_of(params, labels), loss_of(params, shuffled), rtol=1e-6)
+        assert float(jnp.abs(grads[f"hash_{other}"]["dense"]["kernel"][index]).max()) == 0.0
+    # Shuffling the labels of every other characteristic leaves term `name` unchanged.
+    shuffled = {n: (v if n == name else v[::-1]) for n, v in labels.items()}
+    np.testing.assert_allclose(value_and_jacobian(params, shuffled)[0][index],
+                               values[index], rtol=1e-6)
 
 
 # ------------------------------------------------------------------------------- data + run
