@@ -332,3 +332,16 @@ def test_membership_curves_peak_at_centres():
   curves = fuzzy_report.membership_curves(params, centres[0])  # grid = input 0's centres
   np.testing.assert_allclose(np.diagonal(curves[:, 0, :]), 1.0, rtol=1e-5)
   assert fuzzy_report.membership_kind(params) == "bell"
+
+
+def test_rule_label_association_hand_values():
+  # Rule 0 fires 0.9 on the two effusion images and 0.1 on the third: overall 0.633...,
+  # over effusion images 0.9 -> lift 0.9 / (1.9 / 3); over the edema image 0.1.
+  firing = np.array([[0.9, 0.1], [0.9, 0.1], [0.1, 0.9]])
+  labels = np.array([[1, 0, 0], [1, 0, 0], [0, 1, 0]])
+  assoc = fuzzy_report.rule_label_association(firing, labels, ("effusion", "edema", "mass"))
+  assert [a["rule"] for a in assoc] == [0, 1]
+  np.testing.assert_allclose(assoc[0]["mean_firing"], 1.9 / 3)
+  assert list(assoc[0]["lift"]) == ["effusion", "edema"]      # "mass": no image has it
+  np.testing.assert_allclose(assoc[0]["lift"]["effusion"], 0.9 / (1.9 / 3))
+  np.testing.assert_allclose(assoc[1]["lift"]["edema"], 0.9 / (1.1 / 3))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import math
+import os
 from typing import Any, Mapping, Sequence
 
 import jax.numpy as jnp
@@ -229,3 +230,148 @@ def plot_image_memberships(dump: Mapping[str, Any], variables: Mapping[str, Any]
                    highlight_rules=[rule["rule"] for rule in layer["rules"]],
                    title=f"image {dump.get('image_id')}: memberships, strongest rules bold")
 
+
+
+def rule_label_association(firing: np.ndarray, labels: np.ndarray,
+                           vocabulary: Sequence[str], *, top: int = 3) -> list[dict]:
+  """Which labels each rule fires for, over a set of images.
+
+  lift_rl = mean firing of rule r over the images carrying label l / mean firing of r over
+  all images: above 1 the rule fires more for that label than on average.
+
+  Args:
+    firing: float[N, R] normalised firing strengths.
+    labels: multi-hot [N, V].
+    vocabulary: the V label names.
+    top: how many labels to list per rule.
+
+  Returns:
+    One dict per rule: {"rule", "mean_firing", "lift": {label: lift} for the `top`
+    labels of highest lift (labels no image carries are skipped)}.
+  """
+  firing = np.asarray(firing, np.float64)
+  labels = np.asarray(labels) != 0
+  overall = firing.mean(axis=0)
+  counts = labels.sum(axis=0)
+  per_label = (firing.T @ labels) / np.maximum(counts, 1)[None, :]   # [R, V]
+  lift = per_label / np.maximum(overall[:, None], 1e-12)
+  out = []
+  for r in range(firing.shape[1]):
+    order = [v for v in np.argsort(-lift[r], kind="stable") if counts[v] > 0][:top]
+    out.append({"rule": int(r), "mean_firing": float(overall[r]),
+                "lift": {vocabulary[v]: float(lift[r, v]) for v in order}})
+  return out
+
+
+def _split_firing(model, variables, images: np.ndarray,
+                  batch: int = 256) -> dict[str, np.ndarray]:
+  """Normalised firing strengths [N, R] of every fuzzy layer over uint8 images [N, H, W, 1]."""
+  out: dict[str, list] = {}
+  for start in range(0, len(images), batch):
+    chunk = images[start:start + batch]
+    n = len(chunk)
+    if n < batch:  # pad to one compiled shape
+      chunk = np.concatenate([chunk, np.zeros((batch - n, *chunk.shape[1:]), chunk.dtype)])
+    states = fuzzy_lib.fuzzy_states(model, variables,
+                                    jnp.asarray(chunk, jnp.float32) / 255.0)["fuzzy"]
+    for path, state in states.items():
+      out.setdefault(path, []).append(np.asarray(state["firing"])[:n])
+  return {path: np.concatenate(parts) for path, parts in out.items()}
+
+
+def explain_workdir(workdir: str, *, findings: Sequence[str], split: str = "query",
+                    top_rules: int = 5, out_dir: str | None = None) -> dict:
+  """Rule dump and membership plot for one image of a trained run's split.
+
+  Restores the best checkpoint of `workdir` (its config.json says how to rebuild the
+  model and data), picks the first image of `split` whose label set equals `findings`
+  (else the first that contains them), and writes `<out_dir>/rule_dump.json` and
+  `<out_dir>/memberships.png`. The dump's rules carry the labels they are associated with
+  over the whole split (`rule_label_association`).
+
+  Args:
+    workdir: a finished run of a model with model.fuzzy=True.
+    findings: label names the image must carry (multi-label characteristic).
+    split: which split to search ("query", "gallery", ...).
+    top_rules: rules listed in the dump.
+    out_dir: where to write (default `<workdir>/fuzzy`).
+
+  Returns:
+    The dump (as written).
+  """
+  import json  # pylint: disable=g-import-not-at-top
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  from dnh_jax import data as data_lib  # pylint: disable=g-import-not-at-top
+  from dnh_jax import models as models_lib  # pylint: disable=g-import-not-at-top
+  from dnh_jax import train as train_lib  # pylint: disable=g-import-not-at-top
+
+  with open(f"{workdir}/config.json") as f:
+    config = ml_collections.ConfigDict(json.load(f))
+  splits = data_lib.load_splits(config.data, seed=config.seed,
+                                data_dir=train_lib.default_data_dir(config))
+  schema = splits.schema
+  multi = [c for c in schema.characteristics if c.kind == "multi"]
+  if not multi:
+    raise ValueError(f"explain_workdir: {workdir} has no multi-label characteristic")
+  char = multi[0]
+  wanted = char.encode(list(findings)).astype(bool)
+  data = splits.data[split]
+  have = np.asarray(data.labels[char.name]) != 0
+  exact = np.flatnonzero((have == wanted).all(axis=1))
+  superset = np.flatnonzero((have >= wanted).all(axis=1))
+  if not len(exact) and not len(superset):
+    raise ValueError(f"explain_workdir: no {split} image carries {list(findings)}")
+  index = int(exact[0] if len(exact) else superset[0])
+
+  best = os.path.join(workdir, "checkpoints", "best")
+  step = max(int(s) for s in os.listdir(best) if s.isdigit())
+  state = ocp.StandardCheckpointer().restore(os.path.join(best, str(step), "default"))
+  variables = {"params": state["params"]["model"]}
+  if jax_tree_nonempty(state.get("batch_stats")):
+    variables["batch_stats"] = state["batch_stats"]
+  model = models_lib.build_model(config.model, schema)
+
+  labels = {k: v[index] for k, v in data.labels.items()}
+  dump = explain_image(model, variables, data.images[index], top_rules=top_rules,
+                       schema=schema, labels=labels, image_id=int(data.ids[index]))
+  dump.update({"workdir": os.path.abspath(workdir), "checkpoint_step": step,
+               "split": split, "index_in_split": index})
+  for path, firing in _split_firing(model, variables, data.images).items():
+    assoc = rule_label_association(firing, have, char.vocabulary)
+    for rule in dump["layers"][path]["rules"]:
+      rule["associated_labels"] = assoc[rule["rule"]]["lift"]
+      rule["mean_firing_over_split"] = assoc[rule["rule"]]["mean_firing"]
+  out_dir = out_dir or os.path.join(workdir, "fuzzy")
+  write_rule_dump(os.path.join(out_dir, "rule_dump.json"), dump)
+  plot_image_memberships(dump, variables, os.path.join(out_dir, "memberships.png"))
+  return dump
+
+
+def jax_tree_nonempty(tree) -> bool:
+  """Whether a (possibly None) nested dict holds any array."""
+  if tree is None:
+    return False
+  if isinstance(tree, Mapping):
+    return any(jax_tree_nonempty(v) for v in tree.values())
+  return True
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+  """python -m dnh_jax.report.fuzzy_report --workdir=W --findings=effusion,edema"""
+  import argparse  # pylint: disable=g-import-not-at-top
+  parser = argparse.ArgumentParser(description=main.__doc__)
+  parser.add_argument("--workdir", required=True, help="a finished run with model.fuzzy=True")
+  parser.add_argument("--findings", required=True, help="comma-separated label names")
+  parser.add_argument("--split", default="query")
+  parser.add_argument("--top_rules", type=int, default=5)
+  parser.add_argument("--out_dir", default=None)
+  args = parser.parse_args(argv)
+  dump = explain_workdir(args.workdir, findings=[f for f in args.findings.split(",") if f],
+                         split=args.split, top_rules=args.top_rules, out_dir=args.out_dir)
+  print(f"Wrote {args.out_dir or os.path.join(args.workdir, 'fuzzy')}/rule_dump.json and "
+        f"memberships.png for image {dump['image_id']}")
+
+
+if __name__ == "__main__":
+  main()
