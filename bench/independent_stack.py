@@ -19,21 +19,9 @@ import importlib.util
 import os
 import sys
 import time
-import types
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-
-
-def _schema_without_tfds():
-  """Imports dnh_jax.data.schema alone where TFDS is not installed (accelerator images):
-  the package's __init__ would import the TFDS builders, which this benchmark never uses."""
-  try:
-    import tensorflow_datasets  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
-  except ImportError:
-    package = types.ModuleType("dnh_jax.data")
-    package.__path__ = [os.path.join(ROOT, "dnh_jax", "data")]
-    sys.modules["dnh_jax.data"] = package
 
 
 def load_config(arg: str):
@@ -98,7 +86,6 @@ def main():
   parser.add_argument("--batch", type=int, default=64)
   parser.add_argument("--backbones", default="small_cnn,resnet18")
   args = parser.parse_args()
-  _schema_without_tfds()
   import jax  # pylint: disable=g-import-not-at-top
   print(f"backend {jax.default_backend()}: {jax.devices()[0].device_kind}; batch "
         f"{args.batch}, {args.steps} timed steps after 3 warm-ups", flush=True)
