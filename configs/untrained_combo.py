@@ -31,8 +31,9 @@ mAP@100 (relevant = the exact combination; preference rows: the preferred
 characteristic) and nDCG@100 (gain = number of matched characteristics), per preference
 (all, modality, organ, disease; the ranking weighs the sub-code distances by the
 preference), plus the k-NN accuracy of each sub-code: the majority label of a
-characteristic among the 10 Hamming-nearest gallery items on that characteristic's
-sub-code alone (the whole code for a flat model).
+characteristic among the 10 Hamming-nearest gallery items *of seen pairs* on that
+characteristic's sub-code alone (the whole code for a flat model) - a breast-MRI query is
+right on modality when its modality sub-code lands among brain MRIs.
 
 Other arguments: bits=48 (split equally), pair_loss=dch|dpsh|dsh|hashnet|csq|orthohash,
 held_out=MRI/breast+CT/brain+US/chest ('+'-separated MODALITY/organ pairs),

@@ -259,12 +259,16 @@ def evaluate(encoder, state, splits, query: str, gallery: str, *, config, mesh,
                                preferences=tuple(ec.preferences), segments=tuple(segments),
                                ties=ec.ties)
   k_nn = int(ec.get("subcode_knn", 0))  # > 0: k-NN accuracy of each sub-code's characteristic
+  # With held-out pairs only the gallery items of seen pairs vote (see subcode_accuracy).
+  voters = (groups_lib.held_out_groups(g.labels, splits.schema, config.data)["seen"]
+            if k_nn and tuple(config.data.held_out) else None)
 
   def run(codes, labels):
     out = dict(ev.run(codes, labels, g_codes, g.labels))
     if k_nn:
       out.update(subcode_accuracy.subcode_accuracy(codes, labels, g_codes, g.labels,
-                                                   splits.schema, segments, k=k_nn))
+                                                   splits.schema, segments, k=k_nn,
+                                                   reference=voters))
     return out
 
   results = run(q_codes, q.labels)

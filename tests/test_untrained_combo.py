@@ -285,8 +285,17 @@ def test_subcode_accuracy_by_hand():
     acc = subcode_accuracy.subcode_accuracy(queries, q_labels, gallery, g_labels, schema,
                                             k=k)
     assert acc == {"a/knn_accuracy": 1.0, "b/knn_accuracy": 0.0}
+  # Only g2, g3 vote (reference mask, as for the seen part of a gallery): on a both have
+  # label 1 (query 0 wrong, query 1 right); on b query 0 is at distance 1 from both (tie:
+  # g2, label 0, wrong) and query 1 matches g3 (label 1, wrong).
+  acc = subcode_accuracy.subcode_accuracy(queries, q_labels, gallery, g_labels, schema,
+                                          (2, 2), k=1, reference=np.array([0, 0, 1, 1], bool))
+  assert acc == {"a/knn_accuracy": 0.5, "b/knn_accuracy": 0.0}
   with pytest.raises(ValueError, match="segments"):
     subcode_accuracy.subcode_accuracy(queries, q_labels, gallery, g_labels, schema, (3, 2))
+  with pytest.raises(ValueError, match="reference"):
+    subcode_accuracy.subcode_accuracy(queries, q_labels, gallery, g_labels, schema, (2, 2),
+                                      reference=np.zeros(4, bool))
 
 
 def test_comparison_table_lists_models_side_by_side():

@@ -1,11 +1,18 @@
 """Per-characteristic accuracy of each sub-code by nearest-neighbour retrieval.
 
-How well does sub-code c alone tell characteristic c? For each query, the k gallery items
-nearest in Hamming distance *of that sub-code only* vote for a label of c, and the query
-counts as correct when the majority label is its own. This needs nothing but the binary
-codes and the labels, so it measures the same thing for every head: for a flat code (no
-sub-codes) the whole code is used for every characteristic, which shows how much of each
-characteristic a single code keeps.
+How well does sub-code c alone tell characteristic c? For each query, the k reference
+items nearest in Hamming distance *of that sub-code only* vote for a label of c, and the
+query counts as correct when the majority label is its own. This needs nothing but the
+binary codes and the labels, so it measures the same thing for every head: for a flat code
+(no sub-codes) the whole code is used for every characteristic, which shows how much of
+each characteristic a single code keeps.
+
+The reference items are the gallery, or a part of it (`reference`). With held-out
+combinations the trainer passes the gallery items of *seen* (modality, organ) pairs only:
+then a breast-MRI query is correct on modality when its modality sub-code lands among
+brain-MRI items, and on organ when its organ sub-code lands among breast-ultrasound items
+- the generalisation the independent sub-networks are for. Against the whole gallery the
+vote would be won by the other breast-MRI items, which look alike whatever the code means.
 
 Conventions: bits are sign(h) with sign(0) = +1; neighbours are ranked by (distance,
 gallery index); vote ties go to the tied label whose voters have the smaller rank sum. Only
@@ -62,7 +69,7 @@ def knn_labels(query_bits: np.ndarray, gallery_bits: np.ndarray, gallery_labels:
 def subcode_accuracy(query_codes: np.ndarray, query_labels: Mapping[str, np.ndarray],
                      gallery_codes: np.ndarray, gallery_labels: Mapping[str, np.ndarray],
                      schema: Schema, segments: Sequence[int] = (), *,
-                     k: int = 10) -> dict[str, float]:
+                     k: int = 10, reference: np.ndarray | None = None) -> dict[str, float]:
   """k-NN accuracy of each single-label characteristic from its own sub-code.
 
   Args:
@@ -74,6 +81,7 @@ def subcode_accuracy(query_codes: np.ndarray, query_labels: Mapping[str, np.ndar
     segments: sub-code lengths (one per characteristic, summing to K); () for a flat code,
       in which case the whole code is scored for every characteristic.
     k: neighbours that vote.
+    reference: optional bool[N]: only these gallery items vote (default: all).
 
   Returns:
     {"<characteristic>/knn_accuracy": fraction of queries whose k-NN majority label (on
@@ -81,9 +89,18 @@ def subcode_accuracy(query_codes: np.ndarray, query_labels: Mapping[str, np.ndar
     characteristic.
 
   Raises:
-    ValueError: segments that do not match the schema or the code length.
+    ValueError: segments that do not match the schema or the code length, or an empty
+      or mis-shaped reference mask.
   """
   qb, gb = _bits(query_codes), _bits(gallery_codes)
+  gallery_labels = dict(gallery_labels)
+  if reference is not None:
+    reference = np.asarray(reference, bool)
+    if reference.shape != (len(gb),) or not reference.any():
+      raise ValueError(f"reference must be a non-empty bool[{len(gb)}] mask, got "
+                       f"{reference.shape} with {int(reference.sum())} items")
+    gb = gb[reference]
+    gallery_labels = {n: np.asarray(v)[reference] for n, v in gallery_labels.items()}
   bits = qb.shape[-1]
   segments = tuple(int(s) for s in segments)
   if segments and (len(segments) != len(schema.names) or sum(segments) != bits):

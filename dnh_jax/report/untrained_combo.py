@@ -96,6 +96,7 @@ def held_out_table(results: Mapping[str, float], split: str = "test", k: int = 1
       lines.append(f"{c:<{width}}" + "".join(
           f"{'':>{_CELL}}" + _fmt(_get(results, split, g, f"{c}/knn_accuracy"))
           for g, _ in GROUPS))
+    lines.append("(voters: the gallery items of seen pairs when pairs are held out)")
   return "\n".join(lines)
 
 
