@@ -308,9 +308,9 @@ class FuzzyInference(nn.Module):
     log_mu = MEMBERSHIPS[self.membership](
         z, centres.astype(fdt), positive(raw_widths.astype(fdt)),
         None if raw_shapes is None else positive(raw_shapes.astype(fdt)))
-    log_firing = (TNORMS[self.tnorm](log_mu, self.softmin_temperature)
-                  + log_rule_weights.astype(fdt))
-    firing = jax.nn.softmax(log_firing, axis=-1)
+    log_strength = TNORMS[self.tnorm](log_mu, self.softmin_temperature)
+    firing = normalized_firing(log_strength, log_rule_weights.astype(fdt))
+    log_firing = log_strength + log_rule_weights.astype(fdt)
 
     if self.defuzzifier == "tsk":
       u = features if self.consequent_inputs == "features" else z
