@@ -18,7 +18,8 @@ Columns:
   work         (process peak RSS during the call - RSS before it) / S: the kernel's
                working set per device (the devices run concurrently in one process)
   peak         codes + work: peak memory per device
-  compile      seconds of tracing + compilation inside the timed call
+  compile      seconds of tracing + compilation inside the timed call (after a warm-up
+               call with the same shapes: 0 unless the kernel recompiles per call)
 On a CPU host, fake devices share the host's cores: more devices add no compute, so the
 queries/s column shows the cost of the shard / all-gather / merge machinery, not a
 speed-up. Memory per device is the figure that carries over to real accelerators.
@@ -27,6 +28,8 @@ speed-up. Memory per device is the figure that carries over to real accelerators
 from __future__ import annotations
 
 import argparse
+import ctypes
+import gc
 import json
 import os
 import subprocess
@@ -71,6 +74,12 @@ def _status_kib(field: str) -> int:
   raise RuntimeError(f"/proc/self/status has no {field}")
 
 
+def _release_free_memory():
+  """Returns freed heap pages to the OS, so the next call's working set shows in RSS."""
+  gc.collect()
+  ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
 def _reset_peak_rss():
   # Linux: writing 5 to clear_refs resets VmHWM (the peak RSS) to the current RSS.
   with open("/proc/self/clear_refs", "w") as f:
@@ -102,8 +111,9 @@ def run_worker(sizes: list[int], num_queries: int, k: int, seed: int) -> list[di
     gallery = jax.device_put(host, NamedSharding(mesh, P(parallel.DATA_AXIS, None)))
     gallery.block_until_ready()
     del host
-    # Warm-up on a few queries: first-call costs that are not per-call.
-    hamming.hamming_topk(queries[:8], gallery, k, mesh=mesh, axis_name=parallel.DATA_AXIS)
+    # Warm-up with the same shapes: compilation and first-call costs, not per-call ones.
+    hamming.hamming_topk(queries, gallery, k, mesh=mesh, axis_name=parallel.DATA_AXIS)
+    _release_free_memory()
     rss_before = _status_kib("VmRSS")
     _reset_peak_rss()
     compile_seconds[0] = 0.0
@@ -139,6 +149,9 @@ def _spawn(devices: int, args) -> list[dict]:
   env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") +
                       f" --xla_force_host_platform_device_count={devices}").strip()
   env["JAX_PLATFORMS"] = "cpu"
+  # A fixed mmap threshold: large buffers are unmapped when freed (glibc otherwise raises
+  # the threshold and keeps them), so each call's working set is visible in the RSS.
+  env["MALLOC_MMAP_THRESHOLD_"] = str(1 << 17)
   env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
   cmd = [sys.executable, os.path.abspath(__file__), "--worker",
          "--sizes=" + ",".join(str(s) for s in args.sizes), f"--queries={args.queries}",
