@@ -284,6 +284,7 @@ def test_quick_run_orders_pair_type_distances(tmp_path):
   config = _config("quick,bits=16,steps=40")
   config.data.difficulty = 0.0
   config.data.augment = False
+  config.data.num_examples = 500
   config.train.eval_every = config.train.checkpoint_every = 40
   results = train.train_and_evaluate(config, str(tmp_path))
   # Graded relevance 2/1/0 evaluated on the test split.
