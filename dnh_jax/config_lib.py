@@ -7,6 +7,8 @@ error listing what is valid (big_vision's parse_arg, made strict).
 
 from __future__ import annotations
 
+import os
+import re
 from typing import Any, Mapping, Sequence
 
 import ml_collections
@@ -168,3 +170,12 @@ def base_config() -> ml_collections.ConfigDict:
   c.mesh = ml_collections.ConfigDict()
   c.mesh.data = -1                 # devices on the data axis (-1: all)
   return c
+
+
+def default_workdir(config_arg: str) -> str:
+  """`configs/ophash.py:bits=32,quick` -> `workdirs/ophash-bits=32,quick`."""
+  path, _, args = config_arg.partition(":")
+  name = os.path.splitext(os.path.basename(path))[0]
+  if args:
+    name += "-" + re.sub(r"[^A-Za-z0-9_.,=+>-]", "_", args)
+  return os.path.join("workdirs", name)

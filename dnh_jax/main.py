@@ -7,27 +7,19 @@ rerun of the same command resumes instead of starting over.
 """
 
 import os
-import re
 
 from absl import app
 from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from dnh_jax import config_lib
+
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Experiment config file, e.g. configs/untrained_combo.py:quick.",
     lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output folder (default workdirs/<name>).")
 flags.mark_flags_as_required(["config"])
-
-
-def default_workdir(config_arg: str) -> str:
-  """`configs/ophash.py:bits=32,quick` -> `workdirs/ophash-bits=32,quick`."""
-  path, _, args = config_arg.partition(":")
-  name = os.path.splitext(os.path.basename(path))[0]
-  if args:
-    name += "-" + re.sub(r"[^A-Za-z0-9_.,=+>-]", "_", args)
-  return os.path.join("workdirs", name)
 
 
 def main(argv):
@@ -40,7 +32,7 @@ def main(argv):
 
   parallel.maybe_initialize_distributed()
   config_arg = config_flags.get_config_filename(flags.FLAGS["config"])
-  workdir = _WORKDIR.value or default_workdir(config_arg)
+  workdir = _WORKDIR.value or config_lib.default_workdir(config_arg)
   logging.info("JAX process %d/%d, devices: %s", jax.process_index(), jax.process_count(),
                jax.devices())
   results = train.train_and_evaluate(_CONFIG.value, workdir)

@@ -7,7 +7,6 @@ import os
 import pytest
 
 from dnh_jax import config_lib
-from dnh_jax import main as main_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG_FILES = sorted(glob.glob(os.path.join(ROOT, "configs", "*.py")))
@@ -76,6 +75,6 @@ def test_locked_config_rejects_unknown_fields():
 
 
 def test_default_workdir():
-  assert main_lib.default_workdir("configs/ophash.py") == os.path.join("workdirs", "ophash")
-  assert main_lib.default_workdir("configs/ophash.py:bits=32,quick") == os.path.join(
+  assert config_lib.default_workdir("configs/ophash.py") == os.path.join("workdirs", "ophash")
+  assert config_lib.default_workdir("configs/ophash.py:bits=32,quick") == os.path.join(
       "workdirs", "ophash-bits=32,quick")
