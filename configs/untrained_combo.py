@@ -37,6 +37,9 @@ right on modality when its modality sub-code lands among brain MRIs.
 
 Other arguments: bits=48 (split equally), pair_loss=dch|dpsh|dsh|hashnet|csq|orthohash,
 held_out=MRI/breast+CT/brain+US/chest ('+'-separated MODALITY/organ pairs),
+combinations=published|all (the seen pairs: the 5 of the published collection, where each
+held-out modality is seen with a single organ, so modality and organ are confounded in
+training; or all 25 modality x organ pairs but the held-out ones, where they are not),
 backbone=small_cnn|alexnet|resnet18|resnet50, stack_compute=auto|vmap|unrolled
 (independent model), steps=N, quick.
 """
@@ -86,10 +89,11 @@ def parse_whole(text: str, model: str) -> float:
 def get_config(arg=None):
   a = config_lib.parse_arg(
       arg, model="independent", bits=48, pair_loss="dch", whole="auto",
-      held_out=DEFAULT_HELD_OUT, backbone="small_cnn", stack_compute="auto", steps=0,
-      quick=False,
+      held_out=DEFAULT_HELD_OUT, combinations="published", backbone="small_cnn",
+      stack_compute="auto", steps=0, quick=False,
       choices={"model": MODELS, "pair_loss": PAIR_LOSSES, "backbone": BACKBONE_NAMES,
-               "stack_compute": ("auto", "vmap", "unrolled")})
+               "stack_compute": ("auto", "vmap", "unrolled"),
+               "combinations": ("published", "all")})
   if a.bits < 3:
     raise config_lib.ConfigArgError(f"Config argument bits={a.bits}: need >= 3 (one bit "
                                     "per characteristic at least)")
@@ -97,10 +101,11 @@ def get_config(arg=None):
   # Data and split depend on nothing but these fields and c.seed, so every `model=` runs
   # on exactly the same images, split and held-out queries.
   c.data.name = "medphantom"
-  c.data.combinations = "published"
+  c.data.combinations = a.combinations
   c.data.held_out = parse_held_out(a.held_out)
   c.data.image_size = 32
-  c.data.num_examples = 4800  # 200 per combination: 15 seen + 9 held-out (3 pairs x 3)
+  # "published": 200 per combination (15 seen + 9 held-out); "all": 64 per combination.
+  c.data.num_examples = 4800
   # train : val query : val gallery : query : gallery of the seen combinations; held-out
   # examples all go to query : gallery (1 : 2). A larger validation split than the base
   # config's, because checkpoints are selected on it.

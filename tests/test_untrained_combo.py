@@ -72,8 +72,9 @@ def test_models_share_data_split_and_evaluation():
 
 
 def test_config_arguments_are_checked():
-  c = load_config("model=structured,whole=0,held_out=MRI/breast+CT/chest")
+  c = load_config("model=structured,whole=0,held_out=MRI/breast+CT/chest,combinations=all")
   assert c.loss.weights.whole == 0.0 and tuple(c.data.held_out) == ("MRI/breast", "CT/chest")
+  assert c.data.combinations == "all"
   with pytest.raises(config_lib.ConfigArgError, match="model"):
     load_config("model=shared")
   with pytest.raises(config_lib.ConfigArgError, match="held_out"):
