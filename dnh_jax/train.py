@@ -305,17 +305,35 @@ def evaluate_sharded(encoder: Encoder, state, splits, query: str, gallery: str, 
   ev = sharded_lib.ShardedEvaluator(splits.schema, ks=tuple(ec.ks), relevance=ec.relevance,
                                     preferences=tuple(ec.preferences),
                                     segments=tuple(segments), ties=ec.ties)
-  per_query = ev.per_query(q_codes.gather(), q.labels, g_codes, g.labels)
-  results = ev.summarize(per_query)
+  q_packed = q_codes.gather()
+  per_query = ev.per_query(q_packed, q.labels, g_codes, g.labels)
+  sample = jax.ShapeDtypeStruct((mesh.devices.size, *g.images.shape[1:]), jnp.float32)
+  num_bits = jax.eval_shape(encoder.replicated, variables, sample)["codes"].shape[-1]
+  k_nn = int(ec.get("subcode_knn", 0))
+  if k_nn:
+    # A diagnostic, computed as in `evaluate` from the gathered codes (not distributed).
+    q_bits = retrieval_lib.unpack_codes(q_packed, num_bits)
+    g_bits = retrieval_lib.unpack_codes(g_codes.gather(), num_bits)
+    voters = (groups_lib.held_out_groups(g.labels, splits.schema, config.data)["seen"]
+              if tuple(config.data.held_out) else None)
+
+  def run(mask=None):
+    out = ev.summarize(per_query, mask)
+    if k_nn:
+      pick = slice(None) if mask is None else mask
+      out.update(subcode_accuracy.subcode_accuracy(
+          q_bits[pick], {k: v[pick] for k, v in q.labels.items()}, g_bits, g.labels,
+          splits.schema, segments, k=k_nn, reference=voters))
+    return out
+
+  results = run()
   for group_rule in ec.get("query_groups", ()):
     for name, mask in groups_lib.query_groups(group_rule, q.labels, splits.schema,
                                               config.data).items():
       if mask.any():
-        for k, v in ev.summarize(per_query, mask).items():
+        for k, v in run(mask).items():
           results[f"{name}/{k}"] = v
         results[f"{name}/num_queries"] = float(mask.sum())
-  sample = jax.ShapeDtypeStruct((mesh.devices.size, *g.images.shape[1:]), jnp.float32)
-  num_bits = jax.eval_shape(encoder.replicated, variables, sample)["codes"].shape[-1]
   results["bit_balance"] = sharded_lib.bit_balance(g_codes, num_bits)
   return {k: float(v) for k, v in results.items()}
 
