@@ -453,13 +453,16 @@ def _train_loop(config, workdir, splits, mesh, model, loss_fn, tx, state, shardi
       writer.write_scalars(done, scalars)
       _log(f"step {done}/{tc.steps} | loss {scalars['train/loss']:.4f} | {rate:.1f} ex/s | "
            f"ETA {_format_eta((tc.steps - done) * tc.batch_size / max(rate, 1e-9))}")
-    if done % tc.checkpoint_every == 0 or done == tc.steps:
-      ckpt.save_last(done, state)
+    # Validate before saving: a crash in between must not leave a saved, never-validated
+    # step that a resumed run would skip (it could then never be selected as best).
     if done % tc.eval_every == 0 or done == tc.steps:
       validate(state, done)
-    if tc.get("stop_after_steps", 0) and done - start >= tc.stop_after_steps and done < tc.steps:
-      # A time-limited job slice (e.g. a SLURM allocation): save and exit; rerun to resume.
+    # stop_after_steps: a time-limited job slice (e.g. a SLURM allocation) saves and exits.
+    stop = bool(tc.get("stop_after_steps", 0)) and done - start >= tc.stop_after_steps
+    stop = stop and done < tc.steps
+    if done % tc.checkpoint_every == 0 or done == tc.steps or stop:
       ckpt.save_last(done, state)
+    if stop:
       ckpt.wait()
       _log(f"Stopping after {done - start} steps (train.stop_after_steps); rerun to resume.")
       return {"stopped_at_step": float(done)}
