@@ -1,11 +1,14 @@
 """Independent sub-networks: one backbone + hash layer + classifier per characteristic.
 
 Objective 4 of RESEARCH.md: a combination of characteristics never seen in training
-(breast MRI, when training held breast ultrasound and brain MRI) can only land next to its
+(breast MRI, when training held breast ultrasound and brain MRI) should land next to its
 true combination if each sub-code depends on nothing but its own characteristic. A shared
 trunk (the structured head) lets the sub-codes co-adapt to the training combinations; here
 the networks share no parameter at all, and each is trained only on its characteristic's
-labels (`dnh_jax.losses.independent`).
+labels (`dnh_jax.losses.independent`). Independent parameters do not stop a network from
+using a cue that is confounded with its characteristic in the training data (an organ
+network may read the modality's texture when each modality came with one organ):
+configs/untrained_combo.py measures how far the sub-codes transfer.
 
 The C networks run inside one program: when every characteristic uses the same backbone,
 the backbones' parameters (and batch statistics) are stacked on a leading axis of size C
