@@ -132,6 +132,8 @@ def base_config() -> ml_collections.ConfigDict:
   m.fuzzy_inputs = 8
   m.fuzzy_membership = "gaussian"
   m.dtype = "float32"
+  m.stack_compute = "auto"         # independent head: "auto" | "vmap" | "unrolled"
+  m.backbones = ()                 # independent head: one backbone name per characteristic
   m.branch_width = 256             # structured head: hidden width of each branch
   m.code_classifier = ""           # "": none; else a similarity rule whose classes a linear
                                    # classifier on sign(codes) predicts (GreedyHash needs it)
@@ -165,6 +167,10 @@ def base_config() -> ml_collections.ConfigDict:
   e.preferences = ()               # named preferences for structured codes
   e.ties = "index"
   e.query_groups = ()              # names from dnh_jax.evaluation.groups.QUERY_GROUPS
+  e.subcode_knn = 0                # > 0: k-NN accuracy of each sub-code's characteristic
+
+  c.report = ml_collections.ConfigDict()
+  c.report.table = ""              # "" generic results table | "held_out" (untrained combos)
   e.batch_size = 256
 
   c.mesh = ml_collections.ConfigDict()

@@ -35,9 +35,17 @@ def main(argv):
   workdir = _WORKDIR.value or config_lib.default_workdir(config_arg)
   logging.info("JAX process %d/%d, devices: %s", jax.process_index(), jax.process_count(),
                jax.devices())
-  results = train.train_and_evaluate(_CONFIG.value, workdir)
+  config = _CONFIG.value
+  results = train.train_and_evaluate(config, workdir)
+  if "stopped_at_step" in results:
+    print(f"Stopped at step {int(results['stopped_at_step'])}; rerun the command to resume.")
+    return
   if jax.process_index() == 0:
-    print(tables.results_table(results))
+    if config.report.table == "held_out":
+      from dnh_jax.report import untrained_combo  # pylint: disable=g-import-not-at-top
+      print(untrained_combo.held_out_table(results, knn=config.eval.subcode_knn or None))
+    else:
+      print(tables.results_table(results))
     print(f"Results written to {os.path.join(workdir, 'results.json')}")
 
 
