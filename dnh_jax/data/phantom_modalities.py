@@ -246,7 +246,9 @@ def form_oct(p: Painted, info: dict, rng, diff: Difficulty) -> np.ndarray:
   k = 0.5 + 0.5 * min(diff.noise, 2.0)
   sa = max(0.5, h / 140)
   speckle = np.exp(F32(0.5 * k) * p.noise(sa, 1.8 * sa) - F32(0.12 * k * k))
-  sig = refl * trans * rolloff * speckle
+  # Reflectivity is non-negative; a strong negative lesion contrast must not drive it below
+  # zero (the log below would give NaN pixels).
+  sig = np.maximum(refl, 0) * trans * rolloff * speckle
   sig = sig + F32(0.002 + 0.002 * diff.noise) * np.abs(rng.standard_normal((h, w), dtype=F32))
   db = np.log10(sig + F32(1e-4))
   lo, hi = (v + rng.normal(0, 0.05) * min(diff.noise, 2.0) for v in (-2.0, -0.1))
