@@ -56,6 +56,7 @@ from typing import Any, Callable, Sequence
 
 from absl import app
 from absl import flags
+from absl import logging
 
 from dnh_jax.utils import atomic_write_json, atomic_write_text
 
@@ -526,6 +527,8 @@ def default_workdir(config: str | None, variants: str) -> str:
 
 
 def main(argv):
+  if not flags.FLAGS["verbosity"].present:  # progress lines are printed; library INFO is noise
+    logging.set_verbosity(logging.WARNING)
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   if not _CONFIG.value and not _VARIANTS.value:

@@ -23,6 +23,8 @@ flags.mark_flags_as_required(["config"])
 
 
 def main(argv):
+  if not flags.FLAGS["verbosity"].present:  # progress lines are printed; library INFO is noise
+    logging.set_verbosity(logging.WARNING)
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   # Imported here so XLA_FLAGS / JAX_PLATFORMS set by a launcher apply first.
