@@ -27,6 +27,7 @@ def get_config(arg=None):
     c.model.code_classifier = c.loss.similarity
   if a.loss == "idhn":
     c.data.multilabel = True
+    c.loss.similarity = "shared"
     c.eval.relevance = "shared"
     c.eval.query_groups = ("label_count",)
     c.train.best_metric = "val/nDCG@100"

@@ -382,7 +382,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   schema: schema_lib.Schema = splits.schema
   model = models_lib.build_model(config.model, schema)
   segments = () if config.model.head == "flat" else models_lib.segments(config.model, schema)
-  loss_fn = losses_lib.get_loss(config.loss)
+  loss_fn = losses_lib.get_loss(config.loss, schema)  # validated against the data now
   tx = make_optimizer(tc)
   root_key = jax.random.key(config.seed)
   init_key, step_key = jax.random.split(root_key)

@@ -64,7 +64,19 @@ def test_baseline_config_choices():
   with pytest.raises(config_lib.ConfigArgError, match="dpsh"):
     module.get_config("loss=dpshh")
   c = module.get_config("loss=idhn")
-  assert c.data.multilabel and c.eval.relevance == "shared"
+  assert c.data.multilabel and c.eval.relevance == "shared" and c.loss.similarity == "shared"
+
+
+@pytest.mark.parametrize("loss", ["dpsh", "csq", "greedyhash", "orthohash", "idhn"])
+def test_baseline_loss_config_matches_its_data(loss):
+  """The loss section validates against the schema of the data the config selects."""
+  from dnh_jax import losses
+  from dnh_jax.data import schema as schema_lib
+  module = _load(os.path.join(ROOT, "configs", "baseline.py"))
+  c = module.get_config(f"loss={loss}")
+  schema = (schema_lib.chest_multilabel_schema() if c.data.multilabel
+            else schema_lib.multi_characteristic_schema())
+  losses.get_loss(c.loss, schema)
 
 
 def test_locked_config_rejects_unknown_fields():

@@ -92,7 +92,7 @@ def test_non_finite_loss_stops_with_clear_error(tmp_path, monkeypatch):
   def nan_loss(outputs, labels, **kwargs):
     del labels, kwargs
     return jnp.nan * jnp.sum(outputs["codes"]), {}
-  monkeypatch.setattr(losses_lib, "get_loss", lambda cfg: nan_loss)
+  monkeypatch.setattr(losses_lib, "get_loss", lambda cfg, schema=None: nan_loss)
   with pytest.raises(FloatingPointError, match="Non-finite loss"):
     train.train_and_evaluate(tiny_config(steps=2), str(tmp_path))
 
