@@ -37,9 +37,11 @@ def results_table(results: Mapping[str, float], split: str = "test",
   cols = list(metrics) if metrics else sorted(
       {m for r in rows.values() for m in r if not m.startswith("num_")}, key=_sort_key)
   width = max(len(r) for r in rows) + 2
-  lines = [f"{split + ' results':<{width}}" + "".join(f"{c:>11}" for c in cols)]
+  col_w = {c: max(10, len(c)) + 2 for c in cols}
+  lines = [f"{split + ' results':<{width}}" + "".join(f"{c:>{col_w[c]}}" for c in cols)]
   lines.append("-" * len(lines[0]))
   for name in sorted(rows, key=lambda r: (r != "all queries", r)):
-    cells = "".join(f"{rows[name][c]:>11.4f}" if c in rows[name] else f"{'-':>11}" for c in cols)
+    cells = "".join(f"{rows[name][c]:>{col_w[c]}.4f}" if c in rows[name]
+                    else f"{'-':>{col_w[c]}}" for c in cols)
     lines.append(f"{name:<{width}}" + cells)
   return "\n".join(lines)
