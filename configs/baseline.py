@@ -38,13 +38,5 @@ def get_config(arg=None):
 
 def quick(c):
   """Shrinks data, model and steps so a run takes about a minute on two CPU cores."""
-  c.data.num_examples = 800
-  c.data.image_size = 32
-  c.train.steps = 40
-  c.train.batch_size = 32
-  c.train.warmup_steps = 5
-  c.train.log_every = 10
-  c.train.eval_every = 20
-  c.train.checkpoint_every = 20
-  c.eval.ks = (10, 100)
+  config_lib.shrink_for_quick(c, num_examples=800, steps=40, warmup_steps=5, log_every=10)
   c.train.best_metric = c.train.best_metric.replace("@1000", "@100")

@@ -83,12 +83,4 @@ def get_config(arg=None):
 
 def quick(c):
   """Small data, images and step count: a run takes a minute or two on two CPU cores."""
-  c.data.num_examples = 800
-  c.data.image_size = 32
-  c.train.steps = 60
-  c.train.batch_size = 32
-  c.train.warmup_steps = 5
-  c.train.log_every = 10
-  c.train.eval_every = 30
-  c.train.checkpoint_every = 30
-  c.eval.ks = (10, 100)
+  config_lib.shrink_for_quick(c, num_examples=800, steps=60, warmup_steps=5, log_every=10)

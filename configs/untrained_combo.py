@@ -1,7 +1,7 @@
 """Retrieval of untrained characteristic combinations (objective 4) - the main command.
 
 Command (independent sub-networks, 16 + 16 + 16 bits, MedPhantom with three held-out
-(modality, organ) pairs; about 15 minutes on two CPU cores):
+(modality, organ) pairs; about 10 minutes on two CPU cores):
   python -m dnh_jax.main --config=configs/untrained_combo.py
 The comparisons, on exactly the same data and split (same seeds):
   python -m dnh_jax.main --config=configs/untrained_combo.py:model=structured
@@ -149,11 +149,4 @@ def get_config(arg=None):
 
 def quick(c):
   """Small data and few steps: about two minutes on two CPU cores."""
-  c.data.num_examples = 1200
-  c.data.image_size = 32
-  c.train.steps = 120
-  c.train.batch_size = 32
-  c.train.warmup_steps = 10
-  c.train.log_every = 20
-  c.train.eval_every = 60
-  c.train.checkpoint_every = 60
+  config_lib.shrink_for_quick(c, num_examples=1200, steps=120, warmup_steps=10, log_every=20)

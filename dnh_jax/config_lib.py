@@ -185,3 +185,19 @@ def default_workdir(config_arg: str) -> str:
   if args:
     name += "-" + re.sub(r"[^A-Za-z0-9_.,=+>-]", "_", args)
   return os.path.join("workdirs", name)
+
+
+def shrink_for_quick(c: ml_collections.ConfigDict, *, num_examples: int, steps: int,
+                     warmup_steps: int, log_every: int) -> ml_collections.ConfigDict:
+  """The shared part of every config's `quick` variant: small 32 px data, batch 32, few
+  steps, validation and a checkpoint halfway and at the end, metrics at k = 10 and 100."""
+  c.data.num_examples = num_examples
+  c.data.image_size = 32
+  c.train.steps = steps
+  c.train.batch_size = 32
+  c.train.warmup_steps = warmup_steps
+  c.train.log_every = log_every
+  c.train.eval_every = steps // 2
+  c.train.checkpoint_every = steps // 2
+  c.eval.ks = (10, 100)
+  return c
