@@ -6,11 +6,11 @@ import hashlib
 import json
 import os
 import tempfile
-from typing import Any
+from typing import Any, BinaryIO, Callable
 
 
-def atomic_write_bytes(path: str, data: bytes) -> None:
-  """Writes `data` to `path` via a temporary file in the same folder and os.replace.
+def atomic_write(path: str, write: Callable[[BinaryIO], Any]) -> None:
+  """Calls `write(file)` on a temporary file in `path`'s folder, then renames it to `path`.
 
   A reader never sees a half-written file, and a crash leaves the old file intact.
   """
@@ -19,7 +19,7 @@ def atomic_write_bytes(path: str, data: bytes) -> None:
   fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=folder)
   try:
     with os.fdopen(fd, "wb") as f:
-      f.write(data)
+      write(f)
       f.flush()
       os.fsync(f.fileno())
     os.replace(tmp, path)
@@ -27,6 +27,11 @@ def atomic_write_bytes(path: str, data: bytes) -> None:
     if os.path.exists(tmp):
       os.unlink(tmp)
     raise
+
+
+def atomic_write_bytes(path: str, data: bytes) -> None:
+  """Writes `data` to `path` atomically (see `atomic_write`)."""
+  atomic_write(path, lambda f: f.write(data))
 
 
 def atomic_write_text(path: str, text: str) -> None:

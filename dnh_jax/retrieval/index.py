@@ -20,12 +20,12 @@ import hashlib
 import io
 import json
 import os
-import tempfile
 import zipfile
 from typing import Mapping, Sequence
 
 import numpy as np
 
+from dnh_jax import utils
 from dnh_jax.data.schema import Schema
 from dnh_jax.retrieval.codes import WORD_BITS, as_packed, num_words
 from dnh_jax.retrieval.hamming import hamming_topk
@@ -69,22 +69,6 @@ def _checksum(x: np.ndarray) -> str:
   h = hashlib.sha256()
   _hash_array(h, x)
   return h.hexdigest()
-
-
-def _atomic_write(path: str, write) -> None:
-  folder = os.path.dirname(os.path.abspath(path))
-  os.makedirs(folder, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=folder, prefix=os.path.basename(path) + ".", suffix=".tmp")
-  try:
-    with os.fdopen(fd, "wb") as f:
-      write(f)
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
 
 
 @dataclasses.dataclass
@@ -179,7 +163,7 @@ class GalleryIndex:
           z.writestr(name + ".npy", buf.getvalue())
         z.writestr("manifest.json", json.dumps(manifest, indent=1))
 
-    _atomic_write(path, write)
+    utils.atomic_write(path, write)
     return path
 
   @classmethod
@@ -249,5 +233,5 @@ class GalleryIndex:
     index = faiss.IndexBinaryIDMap(faiss.IndexBinaryFlat(self.codes.shape[1] * WORD_BITS))
     index.add_with_ids(self.codes.view(np.uint8), self.ids)
     data = faiss.serialize_index_binary(index)
-    _atomic_write(path, lambda f: f.write(np.asarray(data).tobytes()))
+    utils.atomic_write(path, lambda f: f.write(np.asarray(data).tobytes()))
     return path
