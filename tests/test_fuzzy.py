@@ -115,22 +115,34 @@ VARIANTS = [
 ]
 
 
-def _init(layer, batch=6, width=7, seed=0):
+def _layer(kwargs, dtype=jnp.float32):
+  """A tiny layer: M = 3 inputs, R = 5 rules (on F = 7 features)."""
+  return fuzzy.FuzzyInference(num_inputs=3, num_rules=5, dtype=dtype, **kwargs)
+
+
+def _init(layer, batch=8, width=7, seed=0):
   x = jax.random.normal(jax.random.key(seed), (batch, width))
   return x, jax.jit(layer.init)(jax.random.key(seed + 1), x)
 
 
-@pytest.mark.parametrize("kwargs", VARIANTS)
-def test_module_shapes_and_state(kwargs):
-  layer = fuzzy.FuzzyInference(num_inputs=3, num_rules=5, **kwargs)
-  x, variables = _init(layer)
+@functools.lru_cache(maxsize=None)
+def _initialised(variant: int):
+  """(x [8, 7], variables) of _layer(VARIANTS[variant]): each compiled once per session."""
+  return _init(_layer(VARIANTS[variant]))
+
+
+@pytest.mark.parametrize("variant", range(len(VARIANTS)))
+def test_module_shapes_and_state(variant):
+  kwargs = VARIANTS[variant]
+  layer = _layer(kwargs)
+  x, variables = _initialised(variant)
   y, state = jax.jit(layer.apply)(variables, x)
-  assert y.shape == (6, kwargs.get("output_dim") or 7) and y.dtype == jnp.float32
-  assert state["inputs"].shape == (6, 3)
+  assert y.shape == (8, kwargs.get("output_dim") or 7) and y.dtype == jnp.float32
+  assert state["inputs"].shape == (8, 3)
   assert np.all(np.abs(state["inputs"]) < 1)
-  assert state["log_memberships"].shape == (6, 3, 5)
+  assert state["log_memberships"].shape == (8, 3, 5)
   assert np.all(np.asarray(state["log_memberships"]) <= 0)
-  assert state["firing"].shape == state["log_firing"].shape == (6, 5)
+  assert state["firing"].shape == state["log_firing"].shape == (8, 5)
   np.testing.assert_allclose(np.asarray(state["firing"]).sum(-1), 1.0, rtol=1e-5)
   # Initial centres: on every input a permutation of the even grid over [-0.8, 0.8].
   centres = np.sort(np.asarray(variables["params"]["centres"]), axis=1)
@@ -151,10 +163,10 @@ def test_module_rejects_bad_names():
     fuzzy.pre_hash_factory(cfg)
 
 
-@pytest.mark.parametrize("kwargs", VARIANTS)
-def test_gradients_finite_and_nonzero_for_every_parameter(kwargs):
-  layer = fuzzy.FuzzyInference(num_inputs=3, num_rules=4, **kwargs)
-  x, variables = _init(layer, batch=8)
+@pytest.mark.parametrize("variant", range(len(VARIANTS)))
+def test_gradients_finite_and_nonzero_for_every_parameter(variant):
+  layer = _layer(VARIANTS[variant])
+  x, variables = _initialised(variant)
   shape = jax.eval_shape(layer.apply, variables, x)[0].shape
   target = jax.random.normal(jax.random.key(5), shape)
 
@@ -170,15 +182,15 @@ def test_gradients_finite_and_nonzero_for_every_parameter(kwargs):
     assert np.any(g != 0), f"zero gradient for {jax.tree_util.keystr(path)}"
 
 
-@pytest.mark.parametrize("kwargs", VARIANTS)
-def test_numerical_gradient_check_tiny_layer(kwargs):
-  # Central differences in float64 against the analytic gradient of a tiny layer (M = 2,
-  # R = 3, F = 3), for every parameter at once along random directions.
+@pytest.mark.parametrize("variant", range(len(VARIANTS)))
+def test_numerical_gradient_check_tiny_layer(variant):
+  # Central differences in float64 against the analytic gradient of the tiny layer (M = 3,
+  # R = 5, F = 7), along random directions through all parameters and along each leaf.
+  x32, variables32 = _initialised(variant)
   with jax.enable_x64(True):
-    layer = fuzzy.FuzzyInference(num_inputs=2, num_rules=3, dtype=jnp.float64, **kwargs)
-    x = jax.random.normal(jax.random.key(0), (4, 3), jnp.float64)
-    variables = jax.jit(layer.init)(jax.random.key(1), x)
-    variables = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), variables)
+    layer = _layer(VARIANTS[variant], dtype=jnp.float64)   # same parameters, float64 math
+    x = jnp.asarray(x32, jnp.float64)
+    variables = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), variables32)
     # Move the rule weights and widths off their symmetric initial values.
     params = jax.tree.map(
         lambda a, k: a + 0.3 * jax.random.normal(k, a.shape, jnp.float64),
@@ -235,13 +247,15 @@ def _model_cfg(fuzzy_on: bool, head: str = "flat") -> ml_collections.ConfigDict:
 
 
 @functools.lru_cache(maxsize=None)
-def _build(fuzzy_on: bool, head: str = "flat"):
-  """(model, variables, images [3, 16, 16, 1], schema), built once per test session."""
+def _build(fuzzy_on: bool, head: str = "flat", shapes_only: bool = False):
+  """(model, variables, images [3, 16, 16, 1], schema), built once per test session;
+  shapes_only: variables as ShapeDtypeStructs (no compilation)."""
   schema = schema_lib.chest_multilabel_schema()
   model = build_model(_model_cfg(fuzzy_on, head), schema)
   images = jax.random.uniform(jax.random.key(0), (3, 16, 16, 1))
   keys = {"params": jax.random.key(1), "dropout": jax.random.key(2)}
-  variables = jax.jit(model.init)(keys, images)
+  init = jax.eval_shape if shapes_only else lambda f, *a: jax.jit(f)(*a)
+  variables = init(model.init, keys, images)
   return model, variables, images, schema
 
 
@@ -251,12 +265,12 @@ def _paths(tree):
 
 def test_fuzzy_off_is_the_same_network_without_the_layer():
   model_on, vars_on, images, _ = _build(True)
-  model_off, vars_off, _, _ = _build(False)
+  model_off, vars_off, _, _ = _build(False, shapes_only=True)
   on, off = _paths(vars_on["params"]), _paths(vars_off["params"])
   assert off < on
   assert all("pre_hash" in p for p in on - off)
   out_on = fuzzy.fuzzy_states(model_on, vars_on, images)
-  out_off = jax.jit(model_off.apply)(vars_off, images)
+  out_off = jax.eval_shape(model_off.apply, vars_off, images)
   assert set(out_on) - {"fuzzy"} == set(out_off)
   assert out_on["codes"].shape == out_off["codes"].shape == (3, 16)
   # The layer's output width is the trunk width: the hash layer's kernel has one shape.
@@ -325,8 +339,7 @@ def test_rule_dump_and_membership_plot(tmp_path):
 
 
 def test_membership_curves_peak_at_centres():
-  layer = fuzzy.FuzzyInference(num_inputs=2, num_rules=3, membership="bell")
-  _, variables = _init(layer)
+  _, variables = _initialised(1)   # the bell-membership variant
   params = variables["params"]
   centres = np.asarray(params["centres"])
   curves = fuzzy_report.membership_curves(params, centres[0])  # grid = input 0's centres

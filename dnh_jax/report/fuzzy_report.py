@@ -267,6 +267,7 @@ def _split_firing(model, variables, images: np.ndarray,
                   batch: int = 256) -> dict[str, np.ndarray]:
   """Normalised firing strengths [N, R] of every fuzzy layer over uint8 images [N, H, W, 1]."""
   out: dict[str, list] = {}
+  batch = max(1, min(batch, len(images)))  # a small split needs no padding to `batch`
   for start in range(0, len(images), batch):
     chunk = images[start:start + batch]
     n = len(chunk)
