@@ -84,7 +84,10 @@ def get_config(arg=None):
   m.fuzzy_defuzzifier = a.defuzz
   m.fuzzy_output_dim = 0       # = trunk feature width, so the hash layer's input width
                                # is the same with and without the fuzzy layer
-  m.fuzzy_consequent_inputs = "features"
+  # Classic first-order TSK on the M inputs: on MedPhantom (moderate, 48 bits, seeds 0-2)
+  # validation nDCG@100 .579 against .535 with consequents on the 256 trunk features,
+  # with 41k instead of 1.1M layer parameters (the trunk and hash layer have 0.46M).
+  m.fuzzy_consequent_inputs = "inputs"
   m.fuzzy_softmin_temperature = 0.1
   m.fuzzy_init_width = 0.5
   m.fuzzy_normalize_inputs = True

@@ -108,7 +108,8 @@ def test_positive_parameterisation_roundtrip():
 # ----------------------------------------------------------------------------- module
 
 VARIANTS = [
-    dict(membership="gaussian", tnorm="product", defuzzifier="tsk"),
+    dict(membership="gaussian", tnorm="product", defuzzifier="tsk",
+         consequent_inputs="features"),
     dict(membership="bell", tnorm="softmin", defuzzifier="centroid", output_dim=5),
     dict(membership="gaussian", tnorm="softmin", defuzzifier="tsk",
          consequent_inputs="inputs", output_dim=4, normalize_inputs=False),

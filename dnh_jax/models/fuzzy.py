@@ -11,7 +11,7 @@ Three stages, each a pure function of arrays so they can be tested and inspected
    learnable rule weight w_r > 0; firing strengths are normalised over the R rules with a
    softmax of the log strengths (the normalisation of ANFIS layer 3, computed stably);
 3. defuzzification: Takagi-Sugeno, the firing-weighted average of R learnable linear
-   consequents y_r = A_r u + b_r (u = the trunk features or the M inputs); or centroid,
+   consequents y_r = A_r u + b_r (u = the M inputs, or the trunk features); or centroid,
    the centroid of the sum of the rules' scaled Gaussian output sets (Kosko's standard
    additive model: y = sum_r f_r s_r v_r / sum_r f_r s_r, with output-set centres v_r and
    widths s_r, since a Gaussian set's area is proportional to its width).
@@ -253,8 +253,9 @@ class FuzzyInference(nn.Module):
     tnorm: key of TNORMS ("product" | "softmin").
     defuzzifier: "tsk" (linear consequents) | "centroid" (output-set centroid).
     output_dim: D, width of the output (the hash layer's input); 0 = feature width F.
-    consequent_inputs: what the TSK consequents read: "features" (x, width F) or
-      "inputs" (the M antecedent inputs z, classic first-order TSK).
+    consequent_inputs: what the TSK consequents read: "inputs" (the M antecedent inputs
+      z, classic first-order TSK: R x M x D consequent weights) or "features" (the trunk
+      features x: R x F x D weights, several times the trunk's parameters at F = D = 256).
     softmin_temperature: temperature of the soft-min t-norm.
     init_width: initial membership width s (or bell half-width a), in tanh units.
     normalize_inputs: batch-normalise the projection before the tanh (adds
@@ -269,7 +270,7 @@ class FuzzyInference(nn.Module):
   tnorm: str = "product"
   defuzzifier: str = "tsk"
   output_dim: int = 0
-  consequent_inputs: str = "features"
+  consequent_inputs: str = "inputs"
   softmin_temperature: float = 0.1
   init_width: float = 0.5
   normalize_inputs: bool = True
@@ -369,7 +370,7 @@ def fuzzy_kwargs_from_config(model_cfg) -> dict:
                 tnorm=str(get("fuzzy_tnorm", "product")),
                 defuzzifier=str(get("fuzzy_defuzzifier", "tsk")),
                 output_dim=int(get("fuzzy_output_dim", 0)),
-                consequent_inputs=str(get("fuzzy_consequent_inputs", "features")),
+                consequent_inputs=str(get("fuzzy_consequent_inputs", "inputs")),
                 softmin_temperature=float(get("fuzzy_softmin_temperature", 0.1)),
                 init_width=float(get("fuzzy_init_width", 0.5)),
                 normalize_inputs=bool(get("fuzzy_normalize_inputs", True)))
