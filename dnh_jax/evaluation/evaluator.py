@@ -245,6 +245,25 @@ def _mean(x: np.ndarray) -> float:
   return float(x.mean()) if x.size else float("nan")
 
 
+def configure(ev, schema: Schema, *, ks, relevance, preferences, segments, ties, radius,
+              query_chunk) -> None:
+  """Validates and sets the settings shared by `Evaluator` and the sharded evaluator."""
+  ev.schema = schema
+  ev.ks = tuple(int(k) for k in ks)
+  if any(k < 1 for k in ev.ks):
+    raise ValueError(f"ks must be positive, got {ev.ks}")
+  ev.relevance = get_relevance(relevance, schema)
+  ev.segments = tuple(segments) or None
+  if ev.segments is not None and len(ev.segments) != len(schema.names):
+    raise ValueError(f"segments {ev.segments}: need one per characteristic "
+                     f"{list(schema.names)}")
+  ev.preferences = tuple(parse_preference(p, schema.names, ev.segments)
+                         for p in preferences)
+  ev.ties = M._check_ties(ties)  # pylint: disable=protected-access
+  ev.radius = radius
+  ev.query_chunk = query_chunk
+
+
 class Evaluator:
   """Retrieval metrics of a query set against a gallery (see module doc for conventions).
 
@@ -273,21 +292,9 @@ class Evaluator:
                relevance: str = "all", preferences: Sequence[str] = (),
                segments: Sequence[int] = (), ties: str = "index",
                whole_gallery: bool = False, radius: int = 2, query_chunk: int = 128):
-    self.schema = schema
-    self.ks = tuple(int(k) for k in ks)
-    if any(k < 1 for k in self.ks):
-      raise ValueError(f"ks must be positive, got {self.ks}")
-    self.relevance = get_relevance(relevance, schema)
-    self.segments = tuple(segments) or None
-    if self.segments is not None and len(self.segments) != len(schema.names):
-      raise ValueError(f"segments {self.segments}: need one per characteristic "
-                       f"{list(schema.names)}")
-    self.preferences = tuple(parse_preference(p, schema.names, self.segments)
-                             for p in preferences)
-    self.ties = M._check_ties(ties)
+    configure(self, schema, ks=ks, relevance=relevance, preferences=preferences,
+              segments=segments, ties=ties, radius=radius, query_chunk=query_chunk)
     self.whole_gallery = whole_gallery
-    self.radius = radius
-    self.query_chunk = query_chunk
 
   def run(self, query_codes, query_labels, gallery_codes,
           gallery_labels) -> dict[str, float]:

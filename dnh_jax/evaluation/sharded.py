@@ -33,11 +33,11 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from dnh_jax.data.schema import Schema
 from dnh_jax.evaluation import metrics as M
+from dnh_jax.evaluation import evaluator as evaluator_lib
 from dnh_jax.evaluation.evaluator import evaluate_codes
 from dnh_jax.evaluation.relevance import check_labels, get_relevance
 from dnh_jax.retrieval.codes import unpack_codes
 from dnh_jax.retrieval.hamming import distance_terms, hamming_distances, hamming_topk
-from dnh_jax.retrieval.preferences import parse_preference
 
 SHARDED_TIES = ("index", "expected")
 
@@ -371,20 +371,9 @@ class ShardedEvaluator:
                relevance: str = "all", preferences: Sequence[str] = (),
                segments: Sequence[int] = (), ties: str = "index", radius: int = 2,
                query_chunk: int = 128):
-    self.schema = schema
-    self.ks = tuple(int(k) for k in ks)
-    if any(k < 1 for k in self.ks):
-      raise ValueError(f"ks must be positive, got {self.ks}")
-    self.relevance = get_relevance(relevance, schema)
-    self.segments = tuple(segments) or None
-    if self.segments is not None and len(self.segments) != len(schema.names):
-      raise ValueError(f"segments {self.segments}: need one per characteristic "
-                       f"{list(schema.names)}")
-    self.preferences = tuple(parse_preference(p, schema.names, self.segments)
-                             for p in preferences)
-    self.ties = M._check_ties(ties)  # pylint: disable=protected-access
-    self.radius = radius
-    self.query_chunk = query_chunk
+    evaluator_lib.configure(self, schema, ks=ks, relevance=relevance,
+                            preferences=preferences, segments=segments, ties=ties,
+                            radius=radius, query_chunk=query_chunk)
 
   def per_query(self, query_packed, query_labels, gallery: ShardedCodes,
                 gallery_labels) -> dict[str, dict[str, np.ndarray]]:
