@@ -7,6 +7,9 @@ carries no information and only adds a constant pull.
 
 from __future__ import annotations
 
+import math
+from typing import Any, Mapping
+
 import jax
 import jax.numpy as jnp
 
@@ -176,3 +179,19 @@ def quantization_error(h: jnp.ndarray) -> jnp.ndarray:
   """Mean squared distance to the binary codes, mean (h - sign h)^2 (a health metric)."""
   h = h.astype(jnp.float32)
   return jnp.mean(jnp.square(h - binarize(h)))
+
+
+def merge_weights(cfg: Any, defaults: Mapping[str, float], loss_name: str) -> dict[str, float]:
+  """`defaults` updated by `cfg.weights` (loss config); raises on unknown keys or weights
+  that are not finite and >= 0, naming the loss and the valid keys."""
+  given = cfg.get("weights", None)
+  given = given.to_dict() if hasattr(given, "to_dict") else dict(given or {})
+  unknown = sorted(set(given) - set(defaults))
+  if unknown:
+    raise ValueError(f"loss.weights has unknown keys {unknown} for loss {loss_name!r}; "
+                     f"valid keys: {sorted(defaults)}")
+  out = {k: float(given.get(k, v)) for k, v in defaults.items()}
+  for k, v in out.items():
+    if not math.isfinite(v) or v < 0:
+      raise ValueError(f"loss.weights.{k}={v} must be a finite number >= 0")
+  return out

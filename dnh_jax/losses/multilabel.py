@@ -125,17 +125,7 @@ def jaccard_loss(codes: jnp.ndarray, labels: jnp.ndarray, logits: jnp.ndarray | 
 
 def resolve_weights(cfg: Any) -> dict[str, float]:
   """JACCARD_WEIGHTS updated by cfg.weights; raises on unknown keys or negative weights."""
-  given = cfg.get("weights", None)
-  given = given.to_dict() if hasattr(given, "to_dict") else dict(given or {})
-  unknown = sorted(set(given) - set(JACCARD_WEIGHTS))
-  if unknown:
-    raise ValueError(f"loss.weights has unknown keys {unknown} for loss 'jaccard'; valid "
-                     f"keys: {sorted(JACCARD_WEIGHTS)}")
-  out = {k: float(given.get(k, v)) for k, v in JACCARD_WEIGHTS.items()}
-  for k, v in out.items():
-    if not v >= 0:
-      raise ValueError(f"loss.weights.{k}={v} must be >= 0")
-  return out
+  return common.merge_weights(cfg, JACCARD_WEIGHTS, "jaccard")
 
 
 def _jaccard(outputs: Mapping[str, Any], labels: Mapping[str, jnp.ndarray], *, cfg,

@@ -330,19 +330,7 @@ TERMS = ("organ_classification", "semantic", "relational", "adversarial", "targe
 
 def resolve_weights(cfg: Any) -> dict[str, float]:
   """DEFAULT_WEIGHTS updated by cfg.weights; raises on unknown keys and negative weights."""
-  given = cfg.get("weights", None)
-  given = given.to_dict() if hasattr(given, "to_dict") else dict(given or {})
-  unknown = sorted(set(given) - set(DEFAULT_WEIGHTS))
-  if unknown:
-    raise ValueError(f"loss.weights has unknown keys {unknown} for loss 'ophash'; valid "
-                     f"keys: {sorted(DEFAULT_WEIGHTS)}")
-  out = {k: float(given.get(k, v)) for k, v in DEFAULT_WEIGHTS.items()}
-  for k, v in out.items():
-    if not np.isfinite(v) or v < 0:
-      raise ValueError(f"loss.weights.{k}={v} must be a finite number >= 0")
-  if out["gamma"] <= 0:
-    raise ValueError(f"loss.weights.gamma={out['gamma']} must be > 0")
-  return out
+  return common.merge_weights(cfg, DEFAULT_WEIGHTS, "ophash")
 
 
 class OPHashLoss:
