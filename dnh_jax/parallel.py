@@ -13,7 +13,6 @@ from typing import Any
 
 import jax
 import numpy as np
-from absl import logging
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
 DATA_AXIS = "data"
@@ -103,9 +102,11 @@ def maybe_initialize_distributed() -> bool:
     raise RuntimeError(f"DNH_NUM_PROCESSES={kwargs['num_processes']} but the runtime has "
                        f"{jax.process_count()} processes")
   _exit_at_once_on_uncaught_exception()
-  logging.info("jax.distributed initialised: process %d of %d, %d local / %d global devices",
-               jax.process_index(), jax.process_count(), jax.local_device_count(),
-               jax.device_count())
+  # Printed by every process (not logged: INFO is off by default), so each task's log
+  # shows it joined the runtime.
+  print(f"jax.distributed initialised: process {jax.process_index()} of "
+        f"{jax.process_count()}, {jax.local_device_count()} local / {jax.device_count()} "
+        "global devices", file=sys.stderr, flush=True)
   return True
 
 
