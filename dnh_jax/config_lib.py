@@ -105,7 +105,7 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.data = d = ml_collections.ConfigDict()
   d.name = "medphantom"            # key of dnh_jax.data.DATASETS
-  d.data_dir = ""                  # TFDS data_dir; "" = <workdir>/../tfds (shared cache)
+  d.data_dir = ""                  # TFDS data_dir; "" = $DNH_DATA_DIR or ~/.cache/dnh_jax/tfds
   d.manual_dir = ""                # for real-data builders: where the user's files live
   d.image_size = 64                # images are resized to image_size x image_size x 1
   d.num_examples = 6000            # MedPhantom: examples rendered in total

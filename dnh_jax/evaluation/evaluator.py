@@ -55,7 +55,9 @@ def _distance_dtype(max_distance: int):
 
 def _whole_ap_index(d: np.ndarray, rel: np.ndarray) -> np.ndarray:
   """Whole-gallery AP with index ties from small-integer distances [B, N]."""
-  order = np.argsort(d, axis=1, kind="stable")  # radix sort for uint8 / uint16
+  # A stable sort of small integers is a radix sort; numpy's is about twice as fast on
+  # int16 rows as on uint8 ones (measured), so uint8 distances are widened first.
+  order = np.argsort(d.astype(np.int16) if d.dtype == np.uint8 else d, axis=1, kind="stable")
   rows, cols = np.nonzero(np.take_along_axis(rel, order, 1))
   b = d.shape[0]
   count = np.bincount(rows, minlength=b)
@@ -82,8 +84,10 @@ def _chunk_kernel(q, qlab, g, glab, *, terms, rule, schema, max_gain, radius, hi
     out["ball_hits"] = (inside & rel).sum(axis=1)
   if gain_bins:
     out["gain_counts"] = jnp.stack([(gains == v).sum(axis=1) for v in range(gain_bins)], 1)
-  if dense:
-    out.update(d=d.astype(dtype), rel=rel, gains=gains)
+  if dense:  # "rel": distances and relevance (index ties); "gains": also the gains
+    out.update(d=d.astype(dtype), rel=rel)
+    if dense == "gains":
+      out["gains"] = gains
   if hist is not None:
     size, cells = hist
     # Joint (distance, gain, relevant) cell of every pair, for one bincount per query.
@@ -157,7 +161,8 @@ def evaluate_codes(query_codes, query_labels, gallery_codes, gallery_labels, *,
   hist = (max_distance + 1, 2 * (max_gain + 1)) if ties == "expected" or pr_curve else None
   want = dict(max_gain=max_gain, radius=radius, hist=hist,
               gain_bins=max_gain + 1 if cut else 0,
-              dense=bounds or (ties == "index" and whole_gallery), dtype=dtype)
+              dense="gains" if bounds else "rel" if ties == "index" and whole_gallery else "",
+              dtype=dtype)
   top_idx = None
   if ties == "index" and cut:
     _, top_idx = hamming_topk(qp, gp, kmax, segments=segments, weights=weights)
