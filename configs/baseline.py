@@ -9,7 +9,9 @@ backbone=small_cnn|alexnet|resnet18|resnet50, quick. `idhn` is a multi-label los
 on the MedPhantom multi-label chest collection.
 """
 
-from dnh_jax import config_lib
+import ml_collections
+
+from dnh_jax import config_lib, losses
 
 LOSS_NAMES = ("dpsh", "dsh", "hashnet", "dch", "csq", "greedyhash", "orthohash", "idhn")
 BACKBONE_NAMES = ("small_cnn", "alexnet", "resnet18", "resnet50")
@@ -23,6 +25,9 @@ def get_config(arg=None):
   c.model.backbone = a.backbone
   c.model.bits = a.bits
   c.loss.name = a.loss
+  # Every hyperparameter of the loss, at its default, so that a command line can set one
+  # (--config.loss.weights.eta=0.5) and config.json records the values used.
+  c.loss.weights = ml_collections.ConfigDict(dict(losses.DEFAULT_WEIGHTS[a.loss]))
   if a.loss == "greedyhash":  # its classifier on the binary codes predicts these classes
     c.model.code_classifier = c.loss.similarity
   if a.loss == "idhn":

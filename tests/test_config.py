@@ -90,3 +90,27 @@ def test_default_workdir():
   assert config_lib.default_workdir("configs/ophash.py") == os.path.join("workdirs", "ophash")
   assert config_lib.default_workdir("configs/ophash.py:bits=32,quick") == os.path.join(
       "workdirs", "ophash-bits=32,quick")
+
+
+def test_baseline_loss_weights_can_be_set_from_the_command_line():
+  """Every loss hyperparameter is in the config (so `--config.loss.weights.eta=0.5` works
+  on the locked config and config.json records it); a misspelt one is refused."""
+  from absl import flags
+  from ml_collections import config_flags
+  from dnh_jax import losses
+  for loss in ("dpsh", "dch", "idhn"):
+    module = _load(os.path.join(ROOT, "configs", "baseline.py"))
+    assert dict(module.get_config(f"loss={loss}").loss.weights) == (
+        losses.DEFAULT_WEIGHTS[loss])
+  path = os.path.join(ROOT, "configs", "baseline.py")
+
+  def parse(*argv):  # the override flags are found from the argv given at definition
+    fv, argv = flags.FlagValues(), ["prog", f"--config={path}:loss=dpsh", *argv]
+    config_flags.DEFINE_config_file("config", None, "", flag_values=fv, lock_config=True,
+                                    sys_argv=argv)
+    fv(argv)
+    return fv.config
+
+  assert parse("--config.loss.weights.eta=0.5").loss.weights.eta == 0.5
+  with pytest.raises(Exception, match="etaa"):
+    parse("--config.loss.weights.etaa=0.5")
