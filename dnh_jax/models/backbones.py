@@ -18,20 +18,22 @@ from typing import Any, Callable, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from dnh_jax.models import fast_layers
+
 Dtype = Any
 
 
 def _conv(features: int, kernel: int, stride: int, dtype: Dtype, name: str | None = None,
-          use_bias: bool = True) -> nn.Conv:
-  pad = kernel // 2
-  return nn.Conv(features, (kernel, kernel), strides=(stride, stride),
-                 padding=((pad, pad), (pad, pad)), use_bias=use_bias, dtype=dtype,
-                 param_dtype=jnp.float32, name=name)
+          use_bias: bool = True) -> fast_layers.Conv:
+  # fast_layers.Conv has nn.Conv's parameters and auto-names; it is faster on XLA:CPU.
+  return fast_layers.Conv(features, kernel, strides=stride,
+                          padding=kernel // 2, use_bias=use_bias,
+                          dtype=dtype, param_dtype=jnp.float32, name=name)
 
 
 def _max_pool(x: jnp.ndarray, window: int, stride: int, pad: int = 0) -> jnp.ndarray:
-  return nn.max_pool(x, (window, window), strides=(stride, stride),
-                     padding=((pad, pad), (pad, pad)))
+  # nn.max_pool's values and gradient without XLA:CPU's slow select-and-scatter.
+  return fast_layers.max_pool(x, window, stride, pad)
 
 
 def _check_images(name: str, images: jnp.ndarray):
@@ -138,8 +140,8 @@ class BasicBlock(nn.Module):
     # Zero-initialised last scale: each block starts as the identity (Goyal et al. 2017).
     y = norm(scale_init=nn.initializers.zeros)(y)
     if residual.shape != y.shape:
-      residual = nn.Conv(self.features, (1, 1), strides=(self.stride, self.stride),
-                         use_bias=False, dtype=self.dtype, name="proj")(residual)
+      residual = _conv(self.features, 1, self.stride, self.dtype, name="proj",
+                       use_bias=False)(residual)
       residual = norm(name="proj_norm")(residual)
     return nn.relu(residual + y)
 
@@ -155,15 +157,15 @@ class Bottleneck(nn.Module):
   @nn.compact
   def __call__(self, x: jnp.ndarray, norm: Callable[..., nn.Module]) -> jnp.ndarray:
     residual = x
-    y = nn.Conv(self.features, (1, 1), use_bias=False, dtype=self.dtype)(x)
+    y = _conv(self.features, 1, 1, self.dtype, use_bias=False)(x)
     y = nn.relu(norm()(y))
     y = _conv(self.features, 3, self.stride, self.dtype, use_bias=False)(y)
     y = nn.relu(norm()(y))
-    y = nn.Conv(self.features * 4, (1, 1), use_bias=False, dtype=self.dtype)(y)
+    y = _conv(self.features * 4, 1, 1, self.dtype, use_bias=False)(y)
     y = norm(scale_init=nn.initializers.zeros)(y)
     if residual.shape != y.shape:
-      residual = nn.Conv(self.features * 4, (1, 1), strides=(self.stride, self.stride),
-                         use_bias=False, dtype=self.dtype, name="proj")(residual)
+      residual = _conv(self.features * 4, 1, self.stride, self.dtype, name="proj",
+                       use_bias=False)(residual)
       residual = norm(name="proj_norm")(residual)
     return nn.relu(residual + y)
 
