@@ -120,7 +120,8 @@ def health_metrics(grads, params, codes: jax.Array) -> dict[str, jax.Array]:
   0 when every bit is constant.
   """
   bits = jnp.where(codes >= 0, 1.0, -1.0)
-  return {"grad_norm": optax.global_norm(grads), "param_norm": optax.global_norm(params),
+  return {"grad_norm": optax.tree_utils.tree_norm(grads),
+          "param_norm": optax.tree_utils.tree_norm(params),
           "quantization_error": jnp.mean(jnp.square(codes - bits)),
           "bit_balance": 1.0 - jnp.mean(jnp.abs(jnp.mean(bits, axis=0)))}
 
