@@ -121,7 +121,8 @@ def test_max_pool_errors():
     fast_layers.max_pool(jnp.zeros((4, 4, 1)), 2, 2)
 
 
-def _flax_conv(features, kernel, stride, dtype, name=None, use_bias=True):
+def _flax_conv(features, kernel, stride, dtype, name=None, use_bias=True, lowering="auto"):
+  del lowering  # nn.Conv has one lowering
   pad = kernel // 2
   return nn.Conv(features, (kernel, kernel), strides=(stride, stride),
                  padding=((pad, pad), (pad, pad)), use_bias=use_bias, dtype=dtype,
@@ -175,3 +176,21 @@ def test_small_resnet_train_step_matches_flax_layers(monkeypatch):
   grads = jax.tree_util.tree_leaves(ours[1])
   assert min(float(jnp.max(jnp.abs(g))) for g in grads) > 1e-3  # no vacuous comparison
   _assert_trees_close(ours, ref, rtol=1e-4, atol=1e-5)
+
+
+def test_small_cnn_keeps_xla_convolutions_bit_for_bit():
+  """The small CNN (every recorded objective run) computes exactly what it computed with
+  nn.Conv, also at 32 px where its last map is 4x4 (the patch lowering's range)."""
+  x = jax.random.normal(jax.random.key(2), (2, 32, 32, 1))
+  model = backbones.SmallCNN()
+  params = model.init(KEY, x)
+  out = model.apply(params, x)
+  p = params["params"]
+  y = x
+  for i in range(3):
+    conv = _reference_conv(model.widths[i], 3, 2, 1, True)
+    y = nn.relu(conv.apply({"params": p[f"conv{i}"]}, y))
+  assert y.shape[1:3] == (4, 4)
+  y = y.reshape(y.shape[0], -1)
+  ref = nn.relu(nn.Dense(model.features).apply({"params": p["fc"]}, y))
+  np.testing.assert_array_equal(np.asarray(out), np.asarray(ref))
