@@ -43,6 +43,7 @@ class Checkpoints:
     return self._best.best_step()
 
   def save_last(self, step: int, state: Any):
+    self._best.wait_until_finished()  # one manager saving at a time: see save_best
     self._last.save(step, args=ocp.args.StandardSave(state))
 
   def save_best(self, step: int, state: Any, metrics: dict[str, float]):
@@ -50,6 +51,11 @@ class Checkpoints:
     if self.best_metric not in metrics:
       raise KeyError(f"train.best_metric={self.best_metric!r} is not among the validation "
                      f"metrics {sorted(metrics)}")
+    # The two managers' multi-host save trackers synchronise on the same barrier name, so
+    # a save starting while the other manager's async save is still finishing fails on
+    # several processes with "Barrier ThreadSaveMultiHostValueHolder:set_value_start is
+    # already ongoing" (seen in CI). Saves are therefore serialised across the managers.
+    self._last.wait_until_finished()
     self._best.save(step, args=ocp.args.StandardSave(state),
                     metrics={self.best_metric: float(metrics[self.best_metric])})
 
