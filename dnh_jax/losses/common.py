@@ -193,5 +193,5 @@ def merge_weights(cfg: Any, defaults: Mapping[str, float], loss_name: str) -> di
   out = {k: float(given.get(k, v)) for k, v in defaults.items()}
   for k, v in out.items():
     if not math.isfinite(v) or v < 0:
-      raise ValueError(f"loss.weights.{k}={v} must be a finite number >= 0")
+      raise ValueError(f"loss.weights.{k}={v} must be >= 0 and finite")
   return out

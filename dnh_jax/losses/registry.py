@@ -56,15 +56,9 @@ DEFAULT_WEIGHTS: dict[str, dict[str, float]] = {
 
 
 def resolve_weights(cfg: ml_collections.ConfigDict) -> dict[str, float]:
-  """DEFAULT_WEIGHTS[cfg.name] updated by cfg.weights; raises on unknown keys."""
-  defaults = DEFAULT_WEIGHTS[cfg.name]
-  weights = cfg.get("weights", None)
-  given = weights.to_dict() if hasattr(weights, "to_dict") else dict(weights or {})
-  unknown = sorted(set(given) - set(defaults))
-  if unknown:
-    raise ValueError(f"loss.weights has unknown keys {unknown} for loss {cfg.name!r}; "
-                     f"valid keys: {sorted(defaults)}")
-  return {k: float(given.get(k, v)) for k, v in defaults.items()}
+  """DEFAULT_WEIGHTS[cfg.name] updated by cfg.weights (`common.merge_weights`); raises on
+  unknown keys and on weights that are not finite and >= 0."""
+  return common.merge_weights(cfg, DEFAULT_WEIGHTS[cfg.name], cfg.name)
 
 
 def _require(outputs: Mapping[str, Any], key: str, name: str, hint: str):
