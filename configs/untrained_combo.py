@@ -52,9 +52,18 @@ MODELS = ("independent", "structured", "flat")
 PAIR_LOSSES = ("dch", "dpsh", "dsh", "hashnet", "csq", "orthohash")
 BACKBONE_NAMES = ("small_cnn", "alexnet", "resnet18", "resnet50")
 DEFAULT_HELD_OUT = "MRI/breast+CT/brain+US/chest"
+# The validation of transfer (`val_held_out=auto`): the first of these pairs that is not a
+# test pair is kept out of training and enters the validation splits only, so views,
+# terms and checkpoints are chosen on a combination training never saw - never on the
+# test pairs. Each pair's modality and organ are seen in both protocols.
+VAL_CANDIDATES = ("MRI/chest", "XR/brain", "CT/retina")
 PREFERENCES = ("all", "modality", "organ", "disease")
 # Whole-code loss weight per model when `whole=auto`: the independent model has none (no
 # term may relate its sub-networks), the shared-trunk models use their objective-2 setting.
+# Training views of the (modality, organ, disease) networks (dnh_jax/models/views.py).
+VIEWS = {"none": (), "texture_contrast": ("patches", "contrast", "contrast"),
+         "contrast": ("identity", "contrast", "contrast"),
+         "texture": ("patches", "identity", "identity")}
 WHOLE_WEIGHT = {"independent": 0.0, "structured": 1.0, "flat": 1.0}
 
 
@@ -65,6 +74,20 @@ def parse_held_out(text: str) -> tuple[str, ...]:
     raise config_lib.ConfigArgError(
         f"Config argument held_out={text!r}: expected MODALITY/organ pairs joined by '+', "
         f"e.g. {DEFAULT_HELD_OUT}")
+  return pairs
+
+
+def parse_val_held_out(text: str, held_out: tuple[str, ...]) -> tuple[str, ...]:
+  """'auto' -> the first VAL_CANDIDATES pair not in `held_out`; 'none' -> (); else pairs."""
+  if text == "none":
+    return ()
+  if text == "auto":
+    return tuple(p for p in VAL_CANDIDATES if p not in held_out)[:1]
+  pairs = parse_held_out(text)
+  if set(pairs) & set(held_out):
+    raise config_lib.ConfigArgError(
+        f"Config argument val_held_out={text!r} shares a pair with held_out={held_out}: "
+        "the validation of transfer must not look at a test pair")
   return pairs
 
 
@@ -89,10 +112,12 @@ def parse_whole(text: str, model: str) -> float:
 def get_config(arg=None):
   a = config_lib.parse_arg(
       arg, model="independent", bits=48, pair_loss="dch", whole="auto",
-      held_out=DEFAULT_HELD_OUT, combinations="published", backbone="small_cnn",
-      stack_compute="auto", steps=0, quick=False,
+      held_out=DEFAULT_HELD_OUT, val_held_out="auto", combinations="published",
+      backbone="small_cnn",
+      stack_compute="auto", views="texture_contrast", adversary=0.0, mixstyle=0.0,
+      steps=0, quick=False,
       choices={"model": MODELS, "pair_loss": PAIR_LOSSES, "backbone": BACKBONE_NAMES,
-               "stack_compute": ("auto", "vmap", "unrolled"),
+               "stack_compute": ("auto", "vmap", "unrolled"), "views": tuple(VIEWS),
                "combinations": ("published", "all")})
   if a.bits < 3:
     raise config_lib.ConfigArgError(f"Config argument bits={a.bits}: need >= 3 (one bit "
@@ -103,6 +128,7 @@ def get_config(arg=None):
   c.data.name = "medphantom"
   c.data.combinations = a.combinations
   c.data.held_out = parse_held_out(a.held_out)
+  c.data.val_held_out = parse_val_held_out(a.val_held_out, c.data.held_out)
   c.data.image_size = 32
   # "published": 200 per combination (15 seen + 9 held-out); "all": 64 per combination.
   c.data.num_examples = 4800
@@ -117,11 +143,14 @@ def get_config(arg=None):
   c.model.segments = ()       # equal split in schema order: 48 -> 16 + 16 + 16
   c.model.classifier = True
   c.model.stack_compute = a.stack_compute
+  c.model.views = VIEWS[a.views] if a.model == "independent" else ()
+  c.model.mixstyle = a.mixstyle
 
   whole = parse_whole(a.whole, a.model)
   c.loss.name = "structured_" + a.pair_loss
   c.loss.similarity = "all"   # the whole-code term: every characteristic equal
   c.loss.classification = 1.0
+  c.loss.adversary = a.adversary   # conditional sub-code adversaries (losses/invariance.py)
   c.loss.weights = ml_collections.ConfigDict(
       {"subcode": 0.0 if a.model == "flat" else 1.0, "whole": whole})
 

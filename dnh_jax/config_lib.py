@@ -112,6 +112,7 @@ def base_config() -> ml_collections.ConfigDict:
   d.difficulty = 1.0               # MedPhantom: scales noise, anatomy variation, 1/contrast
   d.combinations = "published"     # MedPhantom: "published" | "all" | explicit list
   d.held_out = ()                  # "MODALITY/organ" pairs never seen in train/val
+  d.val_held_out = ()              # pairs never in train or test: val splits only (transfer)
   d.multilabel = False             # MedPhantom: multi-label chest X-ray collection
   d.subsets = ()                   # MedMNIST: which subsets to read
   # Split fractions train : val_query : val_gallery : query : gallery (RESEARCH.md 6:1:2:1
@@ -134,6 +135,9 @@ def base_config() -> ml_collections.ConfigDict:
   m.dtype = "float32"
   m.stack_compute = "auto"         # independent head: "auto" | "vmap" | "unrolled"
   m.backbones = ()                 # independent head: one backbone name per characteristic
+  m.views = ()                     # independent head: training view per network (models/views.py)
+  m.view_patch = 8                 # tile side of the "patches" view
+  m.mixstyle = 0.0                 # MixStyle probability in the early layers (small_cnn; 0: off)
   m.branch_width = 256             # structured head: hidden width of each branch
   m.code_classifier = ""           # "": none; else a similarity rule whose classes a linear
                                    # classifier on sign(codes) predicts (GreedyHash needs it)
@@ -143,6 +147,9 @@ def base_config() -> ml_collections.ConfigDict:
   l.similarity = "all"             # pair similarity rule for flat baselines
   l.quantization = 0.0             # weight of the quantization penalty
   l.classification = 0.0           # weight of classifier cross-entropy
+  l.adversary = 0.0                # weight of the conditional sub-code adversaries (invariance)
+  l.adversary_ramp = 500           # steps of DANN's reversal-scale ramp (0: scale 1 at once)
+  l.adversary_width = 64           # hidden units of each adversary
   l.weights = ml_collections.ConfigDict()   # loss-specific weights
 
   c.train = t = ml_collections.ConfigDict()

@@ -38,6 +38,8 @@ from dnh_jax.evaluation import subcode_accuracy
 from dnh_jax.utils import atomic_write_json
 
 State = dict  # {"step", "params": {"model", "loss"}, "batch_stats", "opt_state"}
+VIEWS_STREAM = 0x71E5  # fold_in tags of the training views' and MixStyle's keys within a
+MIXSTYLE_STREAM = 0x3175  # step's key
 
 
 # ----------------------------------------------------------------------------- optimizer
@@ -138,7 +140,12 @@ def train_step(state: State, batch: dict, *, model, loss_fn, tx, loss_cfg, schem
     (new state, metrics: loss, loss terms and health metrics, all scalars).
   """
   step = state["step"]
-  k_drop, k_loss = jax.random.split(jax.random.fold_in(base_key, step))
+  k_step = jax.random.fold_in(base_key, step)
+  k_drop, k_loss = jax.random.split(k_step)
+  # Per-network views (models/views.py) get their own stream, apart from the split above,
+  # so models without views keep exactly the keys (and numbers) they had.
+  k_views = jax.random.fold_in(k_step, VIEWS_STREAM)
+  k_mix = jax.random.fold_in(k_step, MIXSTYLE_STREAM)
   labels = {name: batch[name] for name in schema.names}
   has_stats = bool(jax.tree.leaves(state["batch_stats"]))
   trains_own_params = hasattr(loss_fn, "init_params")
@@ -148,7 +155,9 @@ def train_step(state: State, batch: dict, *, model, loss_fn, tx, loss_cfg, schem
     if has_stats:
       variables["batch_stats"] = state["batch_stats"]
     outputs, updates = model.apply(variables, batch["image"], train=True,
-                                   rngs={"dropout": k_drop}, mutable=["batch_stats"])
+                                   rngs={"dropout": k_drop, "views": k_views,
+                                         "mixstyle": k_mix},
+                                   mutable=["batch_stats"])
     extra = {"params": params["loss"]} if trains_own_params else {}
     loss, terms = loss_fn(outputs, labels, cfg=loss_cfg, schema=schema, step=step,
                           key=k_loss, **extra)
@@ -261,8 +270,8 @@ def evaluate(encoder, state, splits, query: str, gallery: str, *, config, mesh,
                                ties=ec.ties)
   k_nn = int(ec.get("subcode_knn", 0))  # > 0: k-NN accuracy of each sub-code's characteristic
   # With held-out pairs only the gallery items of seen pairs vote (see subcode_accuracy).
-  voters = (groups_lib.held_out_groups(g.labels, splits.schema, config.data)["seen"]
-            if k_nn and tuple(config.data.held_out) else None)
+  voters = (groups_lib.held_out_groups(g.labels, splits.schema, config.data, gallery)["seen"]
+            if k_nn and groups_lib.held_out_pairs(config.data, gallery) else None)
 
   def run(codes, labels):
     out = dict(ev.run(codes, labels, g_codes, g.labels))
@@ -275,7 +284,7 @@ def evaluate(encoder, state, splits, query: str, gallery: str, *, config, mesh,
   results = run(q_codes, q.labels)
   for group_rule in ec.get("query_groups", ()):
     for name, mask in groups_lib.query_groups(group_rule, q.labels, splits.schema,
-                                              config.data).items():
+                                              config.data, query).items():
       if mask.any():
         sub = {k: v[mask] for k, v in q.labels.items()}
         for k, v in run(q_codes[mask], sub).items():
@@ -315,8 +324,8 @@ def evaluate_sharded(encoder: Encoder, state, splits, query: str, gallery: str, 
     # A diagnostic, computed as in `evaluate` from the gathered codes (not distributed).
     q_bits = retrieval_lib.unpack_codes(q_packed, num_bits)
     g_bits = retrieval_lib.unpack_codes(g_codes.gather(), num_bits)
-    voters = (groups_lib.held_out_groups(g.labels, splits.schema, config.data)["seen"]
-              if tuple(config.data.held_out) else None)
+    voters = (groups_lib.held_out_groups(g.labels, splits.schema, config.data, gallery)["seen"]
+              if groups_lib.held_out_pairs(config.data, gallery) else None)
 
   def run(mask=None):
     out = ev.summarize(per_query, mask)
@@ -330,7 +339,7 @@ def evaluate_sharded(encoder: Encoder, state, splits, query: str, gallery: str, 
   results = run()
   for group_rule in ec.get("query_groups", ()):
     for name, mask in groups_lib.query_groups(group_rule, q.labels, splits.schema,
-                                              config.data).items():
+                                              config.data, query).items():
       if mask.any():
         for k, v in run(mask).items():
           results[f"{name}/{k}"] = v

@@ -263,9 +263,9 @@ def test_subcode_accuracy_by_hand():
   Gallery bits (a | b): g0 = ++|++  g1 = ++|--  g2 = --|++  g3 = --|--, labels
   a = (0, 0, 1, 1), b = (0, 1, 0, 1). Query ++|-+ with a = 0, b = 1: on sub-code a the
   nearest are g0, g1 (distance 0, label 0): correct for k = 1 and k = 3 (votes 0, 0, 1).
-  On sub-code b, -+ is at distance 1 from every gallery b-code (++, --, ++, --): ties by
-  index give g0 (label 0): wrong for k = 1; k = 3 takes g0, g1, g2 -> labels 0, 1, 0:
-  wrong. Query --|-- with a = 1, b = 0: a -> g2, g3 (label 1) correct; b -> g1, g3 at
+  On sub-code b, -+ is at distance 1 from every gallery b-code (++, --, ++, --): the four
+  tied items share the k places, labels 0 and 1 get equal votes and equal distances, so
+  the smaller label (0) wins: wrong for both k. Query --|-- with a = 1, b = 0: a -> g2, g3 (label 1) correct; b -> g1, g3 at
   distance 0 (labels 1, 1): wrong for both k.
   """
   schema = schema_lib.Schema((schema_lib.Characteristic("a", ("x", "y")),
@@ -279,16 +279,16 @@ def test_subcode_accuracy_by_hand():
                                             (2, 2), k=k)
     assert acc == {"a/knn_accuracy": 1.0, "b/knn_accuracy": 0.0}
   # A flat code (no segments) scores the whole 4-bit code for every characteristic:
-  # query 0 -> g0 (distance 1, tied with g1, lower index), query 1 -> g3 (distance 0);
-  # with k = 2, the vote of g0, g1 on b for query 0 is a 1 : 1 tie that goes to
-  # the smaller rank sum (g0, label 0): a 1/1 and b 0/2 either way.
+  # query 0 -> g0, g1 tied at distance 1 (a: both label 0; b: a 1 : 1 tie that goes to
+  # label 0), query 1 -> g3 at distance 0 (k = 2: g1, g2 share the second place):
+  # a 1/1 and b 0/2 either way.
   for k in (1, 2):
     acc = subcode_accuracy.subcode_accuracy(queries, q_labels, gallery, g_labels, schema,
                                             k=k)
     assert acc == {"a/knn_accuracy": 1.0, "b/knn_accuracy": 0.0}
   # Only g2, g3 vote (reference mask, as for the seen part of a gallery): on a both have
-  # label 1 (query 0 wrong, query 1 right); on b query 0 is at distance 1 from both (tie:
-  # g2, label 0, wrong) and query 1 matches g3 (label 1, wrong).
+  # label 1 (query 0 wrong, query 1 right); on b query 0 is at distance 1 from both (a
+  # 0.5 : 0.5 tie: label 0, wrong) and query 1 matches g3 (label 1, wrong).
   acc = subcode_accuracy.subcode_accuracy(queries, q_labels, gallery, g_labels, schema,
                                           (2, 2), k=1, reference=np.array([0, 0, 1, 1], bool))
   assert acc == {"a/knn_accuracy": 0.5, "b/knn_accuracy": 0.0}
@@ -297,6 +297,27 @@ def test_subcode_accuracy_by_hand():
   with pytest.raises(ValueError, match="reference"):
     subcode_accuracy.subcode_accuracy(queries, q_labels, gallery, g_labels, schema, (2, 2),
                                       reference=np.zeros(4, bool))
+
+
+def test_knn_vote_is_tie_aware():
+  """k = 2 voters, five gallery items all at distance 1 from the query: labels 0, 0, 1,
+  1, 1 in gallery order. Cutting by gallery index would take the first two (label 0,
+  wrong). The tied group shares the 2 places: 0.4 each, label 0 gets 0.8, label 1 gets
+  1.2 -> label 1. With one extra item of label 0 at distance 0, it votes 1 and the five
+  share 1 place (0.2 each): label 0 gets 1.4, label 1 0.6 -> label 0."""
+  query = np.array([[1, 1, 1]])
+  gallery = np.array([[-1, 1, 1], [1, -1, 1], [1, 1, -1], [-1, 1, 1], [1, -1, 1]])
+  labels = np.array([0, 0, 1, 1, 1])
+  assert subcode_accuracy.knn_labels(query, gallery, labels, 2, k=2).tolist() == [1]
+  gallery2 = np.concatenate([gallery, [[1, 1, 1]]])
+  labels2 = np.concatenate([labels, [0]])
+  assert subcode_accuracy.knn_labels(query, gallery2, labels2, 2, k=2).tolist() == [0]
+  # k = 1 with a 2 : 3 tie: 0.4 vs 0.6 -> label 1 (the index cut would say 0).
+  assert subcode_accuracy.knn_labels(query, gallery, labels, 2, k=1).tolist() == [1]
+  # Equal votes go to the nearer voters: (distance 0, label 1), (distance 1, label 0),
+  # k = 2 -> 1 : 1, and label 1 is nearer although label 0 is the smaller label.
+  g3 = np.array([[1, 1, 1], [-1, 1, 1]])
+  assert subcode_accuracy.knn_labels(query, g3, np.array([1, 0]), 2, k=2).tolist() == [1]
 
 
 def test_comparison_table_lists_models_side_by_side():

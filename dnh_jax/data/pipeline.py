@@ -10,7 +10,10 @@ selection) and query, gallery (the test). The draw is
   (strata too small for that are pooled), by systematic allocation with a random phase,
   so even single-example strata are unbiased in expectation;
 * held-out aware: examples of a `data.held_out` (modality, organ) pair only ever enter
-  query and gallery (objective 4), which the manifest records and proves.
+  query and gallery (objective 4), and those of a `data.val_held_out` pair only
+  val_query and val_gallery (the validation of transfer: a combination that training
+  never saw, for choosing methods and checkpoints without looking at the test pairs);
+  the manifest records and proves both.
 
 `write_manifest` stores the ids of every split with sha256 content hashes, so a run can
 prove which split it used.
@@ -34,6 +37,9 @@ from dnh_jax.data.builders import medphantom
 
 SPLITS = ("train", "val_query", "val_gallery", "query", "gallery")
 TEST_SPLITS = ("query", "gallery")   # the only splits held-out pairs may enter
+VAL_SPLITS = ("val_query", "val_gallery")   # the only splits validation-transfer pairs enter
+# Zones of `assign_splits`: where an example may go.
+FREE, TEST_ONLY, VAL_ONLY = 0, 1, 2
 # Strata with fewer examples than this are pooled: proportional allocation needs them.
 MIN_STRATUM = 50
 _SPLIT_STREAM = 0x5B117   # spawn key of the split draw, apart from every other stream
@@ -113,8 +119,9 @@ def assign_splits(strata: np.ndarray, groups: np.ndarray, held: np.ndarray,
   Args:
     strata: int64[N] stratum of each example (see `stratum_ids`).
     groups: int64[N] group of each example; a group is assigned as a whole, in the
-      stratum of its first example (a group with any held-out example is held out).
-    held: bool[N] held-out examples: allowed in query and gallery only.
+      stratum of its first example (a group takes the largest zone of its examples).
+    held: bool[N] held-out examples (allowed in query and gallery only), or int[N] zones:
+      FREE, TEST_ONLY (query and gallery only) or VAL_ONLY (val_query and val_gallery).
     fractions: float64[5] in SPLITS order.
     seed: non-negative integer.
 
@@ -125,21 +132,25 @@ def assign_splits(strata: np.ndarray, groups: np.ndarray, held: np.ndarray,
   _, first, inverse = np.unique(groups, return_index=True, return_inverse=True)
   inverse = inverse.reshape(-1)
   size = np.bincount(inverse)
-  group_held = np.bincount(inverse, weights=held.astype(np.float64)) > 0
+  zone = np.zeros(len(size), np.int64)
+  np.maximum.at(zone, inverse, np.asarray(held).astype(np.int64))
+  group_held = zone   # with zones {FREE, TEST_ONLY} only: the draws of a bool flag
   # A stratum per (held-out flag, label combination); small ones are pooled per flag so
   # that proportions hold overall.
   code = np.unique(np.stack([group_held, strata[first]], 1), axis=0,
                    return_inverse=True)[1].reshape(-1)
   small = np.bincount(code, weights=size)[code] < MIN_STRATUM
   code = np.where(small, -1 - group_held.astype(np.int64), code)
-  test_only = np.zeros_like(fractions)
-  for name in TEST_SPLITS:
-    test_only[SPLITS.index(name)] = fractions[SPLITS.index(name)]
+  only = {}
+  for z, names in ((TEST_ONLY, TEST_SPLITS), (VAL_ONLY, VAL_SPLITS)):
+    only[z] = np.zeros_like(fractions)
+    for name in names:
+      only[z][SPLITS.index(name)] = fractions[SPLITS.index(name)]
   group_split = np.zeros(len(size), np.int8)
   for key in np.unique(code):   # sorted: a fixed order of draws
     members = np.flatnonzero(code == key)
     members = members[rng.permutation(len(members))]
-    frac = test_only if group_held[members[0]] else fractions
+    frac = only.get(int(group_held[members[0]]), fractions)
     # Zero-width intervals (fraction 0) are never hit: searchsorted(side="right") skips
     # them, so held-out groups land in query or gallery only.
     bounds = np.cumsum(frac / frac.sum())
@@ -186,13 +197,19 @@ def _pair_counts(split: SplitData, schema, pairs) -> dict[str, int]:
 
 def make_manifest(data: Mapping[str, SplitData], schema: schema_lib.Schema, *,
                   dataset: str, builder, seed: int, fractions: np.ndarray,
-                  pairs: Sequence[tuple[str, str]]) -> dict[str, Any]:
+                  pairs: Sequence[tuple[str, str]],
+                  val_pairs: Sequence[tuple[str, str]] = ()) -> dict[str, Any]:
   """The split manifest: ids per split, content hashes and the held-out proof."""
   held = {s: _pair_counts(data[s], schema, pairs) for s in SPLITS} if pairs else {}
   leaked = {s: c for s in SPLITS if s not in TEST_SPLITS for c in held.get(s, {}).values()
             if c}
   if leaked:
     raise AssertionError(f"held-out examples reached training splits: {held}")
+  val = {s: _pair_counts(data[s], schema, val_pairs) for s in SPLITS} if val_pairs else {}
+  if any(c for s in SPLITS if s not in VAL_SPLITS for c in val.get(s, {}).values()):
+    raise AssertionError(f"validation-transfer examples left the validation splits: {val}")
+  extra = ({"validation_transfer": {"pairs": [f"{m}/{o}" for m, o in val_pairs],
+                                    "examples_per_split": val}} if val_pairs else {})
   return {
       "format": 1,
       "dataset": dataset,
@@ -203,6 +220,7 @@ def make_manifest(data: Mapping[str, SplitData], schema: schema_lib.Schema, *,
       "schema": json.loads(schema.to_json()),
       "counts": {s: len(data[s]) for s in SPLITS},
       "held_out": {"pairs": [f"{m}/{o}" for m, o in pairs], "examples_per_split": held},
+      **extra,
       "content_sha256": content_hash(data, schema),
       "images_sha256": images_hash(data),
       "ids": {s: data[s].ids.tolist() for s in SPLITS},
@@ -210,12 +228,20 @@ def make_manifest(data: Mapping[str, SplitData], schema: schema_lib.Schema, *,
 
 
 def make_splits(arrays: Mapping[str, np.ndarray], schema: schema_lib.Schema, *,
-                fractions: np.ndarray, seed: int,
-                pairs: Sequence[tuple[str, str]] = ()) -> dict[str, SplitData]:
-  """Splits arrays read from a builder ({"image", "id", "group", <characteristic>})."""
+                fractions: np.ndarray, seed: int, pairs: Sequence[tuple[str, str]] = (),
+                val_pairs: Sequence[tuple[str, str]] = ()) -> dict[str, SplitData]:
+  """Splits arrays read from a builder ({"image", "id", "group", <characteristic>}).
+
+  `pairs` go to query / gallery only, `val_pairs` to val_query / val_gallery only."""
   labels = {name: arrays[name] for name in schema.names}
-  held = held_out_mask(labels, schema, pairs)
-  which = assign_splits(stratum_ids(labels, schema), arrays["group"], held, fractions, seed)
+  overlap = set(pairs) & set(val_pairs)
+  if overlap:
+    raise ValueError(f"data.val_held_out shares {sorted('/'.join(p) for p in overlap)} with "
+                     "data.held_out: a validation-transfer pair must not be a test pair")
+  zones = held_out_mask(labels, schema, pairs).astype(np.int64) * TEST_ONLY
+  if val_pairs:
+    zones = np.where(held_out_mask(labels, schema, val_pairs), VAL_ONLY, zones)
+  which = assign_splits(stratum_ids(labels, schema), arrays["group"], zones, fractions, seed)
   out = {}
   for i, split in enumerate(SPLITS):
     idx = np.flatnonzero(which == i)   # ascending ids: arrays are sorted by id
@@ -240,14 +266,17 @@ def load_splits(data_cfg, *, seed: int, data_dir: str) -> Splits:
     raise ValueError(f"seed={seed!r}: expected a non-negative integer")
   fractions = split_fractions(data_cfg.split)
   pairs = medphantom.parse_held_out(data_cfg.held_out)
+  val_pairs = medphantom.parse_held_out(data_cfg.val_held_out)
   builder = get_builder(data_cfg, data_dir)
   expected = builder.params.get("num_examples")
   builder = base.prepare(builder, expected_examples=expected)
   arrays = base.read_arrays(builder)
   schema = builder.schema()
-  data = make_splits(arrays, schema, fractions=fractions, seed=int(seed), pairs=pairs)
+  data = make_splits(arrays, schema, fractions=fractions, seed=int(seed), pairs=pairs,
+                     val_pairs=val_pairs)
   manifest = make_manifest(data, schema, dataset=data_cfg.name, builder=builder,
-                           seed=int(seed), fractions=fractions, pairs=pairs)
+                           seed=int(seed), fractions=fractions, pairs=pairs,
+                           val_pairs=val_pairs)
   return Splits(schema=schema, data=data, manifest=manifest)
 
 

@@ -14,18 +14,26 @@ import numpy as np
 from dnh_jax.data import schema as schema_lib
 
 
+def held_out_pairs(data_cfg, split: str = "query") -> tuple[str, ...]:
+  """The pairs never trained on that a split's queries may hold: `data.held_out` for the
+  test splits, `data.val_held_out` (the validation of transfer) for the val splits."""
+  return tuple(data_cfg.val_held_out if split.startswith("val") else data_cfg.held_out)
+
+
 def held_out_groups(labels: Mapping[str, np.ndarray], schema: schema_lib.Schema,
-                    data_cfg) -> dict[str, np.ndarray]:
+                    data_cfg, split: str = "query") -> dict[str, np.ndarray]:
   """"held_out" / "seen" queries by their (modality, organ) pair.
 
   Args:
     labels: query labels with int32 [Q] "modality" and "organ".
-    data_cfg: `config.data`; `held_out` lists "MODALITY/organ" pairs.
+    data_cfg: `config.data`; `held_out` (test) and `val_held_out` (validation) list
+      "MODALITY/organ" pairs.
+    split: the split the labels come from (see `held_out_pairs`).
 
   Returns:
     {"held_out": bool[Q], "seen": bool[Q]}.
   """
-  pairs = [p.split("/") for p in data_cfg.held_out]
+  pairs = [p.split("/") for p in held_out_pairs(data_cfg, split)]
   held = np.zeros(len(labels["modality"]), bool)
   for modality, organ in pairs:
     held |= ((labels["modality"] == schema["modality"].index(modality))
@@ -34,10 +42,10 @@ def held_out_groups(labels: Mapping[str, np.ndarray], schema: schema_lib.Schema,
 
 
 def label_count_groups(labels: Mapping[str, np.ndarray], schema: schema_lib.Schema,
-                       data_cfg) -> dict[str, np.ndarray]:
+                       data_cfg, split: str = "query") -> dict[str, np.ndarray]:
   """Multi-label queries by their number of labels: "labels=0", "labels=1", "labels=2",
   "labels=3+" (summed over every multi-label characteristic)."""
-  del data_cfg
+  del data_cfg, split
   counts = sum(np.asarray(labels[c.name]).reshape(len(labels[c.name]), -1).sum(axis=1)
                for c in schema.characteristics if c.kind == schema_lib.MULTI)
   counts = np.asarray(counts)
@@ -49,8 +57,10 @@ QUERY_GROUPS: dict[str, Callable] = {"held_out": held_out_groups,
                                      "label_count": label_count_groups}
 
 
-def query_groups(rule: str, labels, schema, data_cfg) -> dict[str, np.ndarray]:
-  """Applies the named rule; raises naming `eval.query_groups` and the valid rules."""
+def query_groups(rule: str, labels, schema, data_cfg,
+                 split: str = "query") -> dict[str, np.ndarray]:
+  """Applies the named rule to the labels of `split`; raises naming `eval.query_groups`
+  and the valid rules."""
   if rule not in QUERY_GROUPS:
     raise ValueError(f"eval.query_groups entry {rule!r}; choose from {sorted(QUERY_GROUPS)}")
-  return QUERY_GROUPS[rule](labels, schema, data_cfg)
+  return QUERY_GROUPS[rule](labels, schema, data_cfg, split)

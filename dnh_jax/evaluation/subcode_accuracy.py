@@ -14,8 +14,9 @@ brain-MRI items, and on organ when its organ sub-code lands among breast-ultraso
 - the generalisation the independent sub-networks are for. Against the whole gallery the
 vote would be won by the other breast-MRI items, which look alike whatever the code means.
 
-Conventions: bits are sign(h) with sign(0) = +1; neighbours are ranked by (distance,
-gallery index); vote ties go to the tied label whose voters have the smaller rank sum. Only
+Conventions: bits are sign(h) with sign(0) = +1; the vote is tie-aware (the items tied at
+the k-th distance share the remaining places equally: the expected vote over their
+orders, see `knn_labels`); equal votes go to the label whose voters are nearer. Only
 single-label characteristics are scored. Distances are computed in chunks of queries, so
 no Q x N matrix larger than `chunk` x N is held.
 """
@@ -35,7 +36,14 @@ def _bits(codes: np.ndarray) -> np.ndarray:
 
 def knn_labels(query_bits: np.ndarray, gallery_bits: np.ndarray, gallery_labels: np.ndarray,
                num_classes: int, *, k: int, chunk: int = 256) -> np.ndarray:
-  """Majority label among the k Hamming-nearest gallery items of each query.
+  """Label with the largest expected vote among the k Hamming-nearest gallery items.
+
+  Tie-aware: with short sub-codes many items share a distance, and cutting the k voters
+  from a tied group by gallery index would favour whichever class the gallery lists
+  first. Instead, the items nearer than the k-th distance d_k vote 1 each and the t items
+  at d_k share the remaining k - m places, voting (k - m) / t each: the expected vote over
+  every order of the tied items. Equal votes go to the label whose voters are nearer
+  (smaller vote-weighted distance sum), then to the smaller label.
 
   Args:
     query_bits: int[Q, K] of -1/+1.
@@ -51,18 +59,19 @@ def knn_labels(query_bits: np.ndarray, gallery_bits: np.ndarray, gallery_labels:
   n, bits = gallery_bits.shape
   k = min(int(k), n)
   g = gallery_bits.astype(np.int32).T
-  labels = np.asarray(gallery_labels).astype(np.int64)
+  onehot = np.eye(num_classes)[np.asarray(gallery_labels).astype(np.int64)]   # [N, V]
   out = np.empty(len(query_bits), np.int32)
-  # Each voter adds 1 plus a bonus that decreases with rank and sums to at most 1/2 over
-  # all k voters, so the count decides and a tie goes to the smaller rank sum.
-  bonus = (k - np.arange(k)) / (k * (k + 1.0))
   for start in range(0, len(query_bits), chunk):
     q = query_bits[start:start + chunk].astype(np.int32)
     dist = (bits - q @ g) // 2                                  # [q, N] Hamming distances
-    order = np.argsort(dist, axis=1, kind="stable")[:, :k]      # ties by gallery index
-    votes = np.zeros((len(q), num_classes))
-    np.add.at(votes, (np.arange(len(q))[:, None], labels[order]), 1.0 + bonus[None, :])
-    out[start:start + len(q)] = votes.argmax(axis=1)
+    kth = np.partition(dist, k - 1, axis=1)[:, k - 1:k]         # [q, 1] the k-th distance
+    below, at = dist < kth, dist == kth
+    share = (k - below.sum(1, keepdims=True)) / at.sum(1, keepdims=True)
+    weight = below + at * share                                 # sums to k per query
+    votes = weight @ onehot                                     # [q, V]
+    near = (weight * dist) @ onehot
+    best = votes >= votes.max(axis=1, keepdims=True) - 1e-9
+    out[start:start + len(q)] = np.argmin(np.where(best, near, np.inf), axis=1)
   return out
 
 

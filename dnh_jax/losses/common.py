@@ -195,3 +195,42 @@ def merge_weights(cfg: Any, defaults: Mapping[str, float], loss_name: str) -> di
     if not math.isfinite(v) or v < 0:
       raise ValueError(f"loss.weights.{k}={v} must be >= 0 and finite")
   return out
+
+
+# ----------------------------------------------------------------------------- adversaries
+
+@jax.custom_vjp
+def gradient_reversal(x: jnp.ndarray, scale: jnp.ndarray) -> jnp.ndarray:
+  """Identity forward; the backward pass multiplies the incoming gradient by -scale.
+
+  Args:
+    x: float[...] any array.
+    scale: float32 scalar lambda >= 0 (receives no gradient).
+
+  Returns:
+    x, unchanged.
+
+  References:
+    Ganin and Lempitsky, "Unsupervised domain adaptation by backpropagation", ICML 2015.
+  """
+  del scale
+  return x
+
+
+def _reversal_fwd(x, scale):
+  return x, scale
+
+
+def _reversal_bwd(scale, g):
+  return (-scale * g).astype(g.dtype), jnp.zeros_like(scale)
+
+
+gradient_reversal.defvjp(_reversal_fwd, _reversal_bwd)
+
+
+def reversal_scale(step: jnp.ndarray, ramp_steps: int) -> jnp.ndarray:
+  """lambda(step) = 2 / (1 + exp(-10 p)) - 1 with p = step / ramp_steps (1 if ramp = 0)."""
+  if ramp_steps <= 0:
+    return jnp.float32(1.0)
+  p = jnp.clip(jnp.asarray(step, jnp.float32) / float(ramp_steps), 0.0, 1.0)
+  return 2.0 / (1.0 + jnp.exp(-10.0 * p)) - 1.0

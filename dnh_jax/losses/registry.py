@@ -23,6 +23,7 @@ import optax
 
 from dnh_jax.data.schema import MULTI, Schema
 from dnh_jax.losses import common
+from dnh_jax.losses import invariance
 from dnh_jax.losses import multilabel
 from dnh_jax.losses import ophash
 from dnh_jax.losses import pairs
@@ -209,9 +210,12 @@ def validate(cfg: ml_collections.ConfigDict, schema: Schema | None = None) -> No
       pairs.rule_characteristics(schema, cfg.similarity)
     except ValueError as e:
       raise ValueError(f"loss.similarity: {e}") from None
-  for field in ("classification", "quantization"):
+  for field in ("classification", "quantization", "adversary"):
     if float(cfg[field]) < 0:
       raise ValueError(f"loss.{field}={cfg[field]} must be >= 0")
+  if float(cfg.adversary) > 0 and hasattr(LOSSES[cfg.name], "init_params"):
+    raise ValueError(f"loss.adversary > 0 cannot be combined with loss.name={cfg.name!r}, "
+                     "which trains an adversary of its own")
 
 
 def get_loss(cfg: ml_collections.ConfigDict, schema: Schema | None = None) -> LossFn:
@@ -225,7 +229,9 @@ def get_loss(cfg: ml_collections.ConfigDict, schema: Schema | None = None) -> Lo
   Returns:
     loss_fn(outputs, labels, *, cfg, schema, step, key) -> (loss, metrics): the named loss
     plus cfg.classification * classifier cross-entropy (needs outputs["logits"]) plus
-    cfg.quantization * mean log cosh(|h| - 1). metrics holds "loss" (the total),
+    cfg.quantization * mean log cosh(|h| - 1) plus cfg.adversary * the conditional
+    sub-code adversaries of `losses.invariance` (needs outputs["subcodes"]; their
+    parameters come from `loss_fn.init_params`). metrics holds "loss" (the total),
     "loss/<name>", "loss/classification", "loss/quantization" (when weighted > 0) and
     loss-specific entries; all float32 scalars. Jittable: no Python control flow on
     traced values.
@@ -237,8 +243,13 @@ def get_loss(cfg: ml_collections.ConfigDict, schema: Schema | None = None) -> Lo
   validate(cfg, schema)
   core = LOSSES[cfg.name]
 
+  adversary = float(cfg.adversary)
+  if adversary > 0 and schema is None:
+    raise ValueError("loss.adversary > 0: get_loss needs the dataset schema")
+
   def loss_fn(outputs, labels, *, cfg, schema, step, key, **params):
     # params: the loss's own trained parameters (params=...), for losses with init_params.
+    adversaries = params.pop("params")["adversaries"] if adversary > 0 else None
     main, metrics = core(outputs, labels, cfg=cfg, schema=schema, step=step, key=key,
                          **params)
     metrics = {**metrics, f"loss/{cfg.name}": main}
@@ -254,9 +265,23 @@ def get_loss(cfg: ml_collections.ConfigDict, schema: Schema | None = None) -> Lo
       q = common.quantization_penalty(outputs["codes"])
       metrics["loss/quantization"] = q
       total = total + float(cfg.quantization) * q
+    if adversary > 0:
+      subcodes = _require(outputs, "subcodes", cfg.name,
+                          "loss.adversary > 0 needs sub-codes: model.head='independent' "
+                          "or 'structured'")
+      lam = common.reversal_scale(step, int(cfg.adversary_ramp))
+      adv, adv_metrics = invariance.conditional_adversary_loss(
+          adversaries, subcodes, labels, schema, lam)
+      metrics.update(adv_metrics)
+      metrics["loss/adversary"] = adv
+      total = total + adversary * adv
     metrics["loss"] = total
     return total, metrics
 
   if hasattr(core, "init_params"):  # e.g. OPHash's pair discriminator
     loss_fn.init_params = lambda key, outputs: core.init_params(key, outputs, cfg=cfg)
+  elif adversary > 0:
+    loss_fn.init_params = lambda key, outputs: {"adversaries": invariance.init_adversaries(
+        key, _require(outputs, "subcodes", cfg.name, "loss.adversary > 0 needs sub-codes"),
+        schema, int(cfg.adversary_width))}
   return loss_fn

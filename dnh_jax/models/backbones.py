@@ -16,6 +16,7 @@ import math
 from typing import Any, Callable, Sequence
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from dnh_jax.models import fast_layers
@@ -37,6 +38,40 @@ def _max_pool(x: jnp.ndarray, window: int, stride: int, pad: int = 0) -> jnp.nda
   return fast_layers.max_pool(x, window, stride, pad)
 
 
+def mixstyle(key: jax.Array, x: jnp.ndarray, p: float, alpha: float = 0.1,
+             eps: float = 1e-6) -> jnp.ndarray:
+  """MixStyle: mixes each example's feature statistics with another example's.
+
+  With probability p (one draw per batch), every example's per-channel mean mu and std
+  sigma (over H, W; no gradient) are replaced by lam * (mu, sigma) + (1 - lam) * those of a
+  random other example of the batch, lam ~ Beta(alpha, alpha) per example:
+  x -> sigma_mix * (x - mu) / sigma + mu_mix. Early-layer statistics carry "style" (the
+  domain: here, much of the modality); mixing them makes a network rely on content.
+
+  Args:
+    key: PRNG key.
+    x: float[B, H, W, C] feature maps.
+    p: probability of mixing this batch.
+    alpha: Beta parameter.
+    eps: variance floor.
+
+  Returns:
+    float[B, H, W, C].
+
+  References:
+    Zhou, Yang, Qiao and Xiang, "Domain generalization with MixStyle", ICLR 2021.
+  """
+  k_apply, k_lam, k_perm = jax.random.split(key, 3)
+  mu = jax.lax.stop_gradient(x.mean(axis=(1, 2), keepdims=True))
+  sigma = jax.lax.stop_gradient(jnp.sqrt(x.var(axis=(1, 2), keepdims=True) + eps))
+  lam = jax.random.beta(k_lam, alpha, alpha, (x.shape[0], 1, 1, 1)).astype(x.dtype)
+  perm = jax.random.permutation(k_perm, x.shape[0])
+  mu_mix = lam * mu + (1 - lam) * mu[perm]
+  sigma_mix = lam * sigma + (1 - lam) * sigma[perm]
+  mixed = (x - mu) / sigma * sigma_mix + mu_mix
+  return jnp.where(jax.random.uniform(k_apply) < p, mixed, x)
+
+
 def _check_images(name: str, images: jnp.ndarray):
   if images.ndim != 4:
     raise ValueError(f"{name}: expected images of shape [B, H, W, C], got {images.shape}")
@@ -55,17 +90,23 @@ class SmallCNN(nn.Module):
   Attributes:
     widths: channels of the first convolutions; later ones repeat the last width.
     features: width F of the output feature vector.
+    mixstyle_p: > 0: `mixstyle` after each of the first `mixstyle_layers` convolutions
+      in training, with this probability (needs a "mixstyle" rng); 0: off.
+    mixstyle_layers: how many early layers mix.
     dtype: compute dtype (parameters stay float32).
   """
 
   widths: Sequence[int] = (24, 48, 96)
   features: int = 256
+  mixstyle_p: float = 0.0
+  mixstyle_layers: int = 2
   dtype: Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, images: jnp.ndarray, train: bool = False) -> jnp.ndarray:
-    del train  # No batch statistics or dropout: identical in both modes.
+    # No batch statistics or dropout: identical in both modes unless MixStyle is on.
     _check_images("small_cnn", images)
+    mix = train and self.mixstyle_p > 0 and self.has_rng("mixstyle")
     size = max(images.shape[1:3])
     layers = max(len(self.widths), math.ceil(math.log2(size / 8)))
     x = images.astype(self.dtype)
@@ -74,6 +115,8 @@ class SmallCNN(nn.Module):
       # XLA's own convolution: none of these hits XLA:CPU's slow cases, and it keeps the
       # small CNN's numbers (every recorded objective run uses it) bit for bit.
       x = nn.relu(_conv(width, 3, 2, self.dtype, name=f"conv{i}", lowering="xla")(x))
+      if mix and i < self.mixstyle_layers:
+        x = mixstyle(self.make_rng("mixstyle"), x, self.mixstyle_p)
     x = x.reshape(x.shape[0], -1)
     return nn.relu(nn.Dense(self.features, dtype=self.dtype, name="fc")(x))
 
@@ -231,9 +274,10 @@ def resnet50(dtype: Dtype = jnp.float32, name: str | None = None) -> ResNet:
   return ResNet((3, 4, 6, 3), Bottleneck, dtype=dtype, name=name)
 
 
-def small_cnn(dtype: Dtype = jnp.float32, name: str | None = None) -> SmallCNN:
-  """SmallCNN with its defaults (256 features)."""
-  return SmallCNN(dtype=dtype, name=name)
+def small_cnn(dtype: Dtype = jnp.float32, name: str | None = None,
+              mixstyle_p: float = 0.0) -> SmallCNN:
+  """SmallCNN with its defaults (256 features); `mixstyle_p` > 0 turns MixStyle on."""
+  return SmallCNN(mixstyle_p=mixstyle_p, dtype=dtype, name=name)
 
 
 def alexnet(dtype: Dtype = jnp.float32, name: str | None = None) -> AlexNet:
@@ -251,8 +295,14 @@ BACKBONES: dict[str, Callable[..., nn.Module]] = {
 
 
 def get_backbone(name: str, dtype: Dtype = jnp.float32,
-                 module_name: str | None = "backbone") -> nn.Module:
-  """A fresh backbone module; raises a ValueError listing valid names on a typo."""
+                 module_name: str | None = "backbone", mixstyle_p: float = 0.0) -> nn.Module:
+  """A fresh backbone module; raises a ValueError listing valid names on a typo, or when
+  MixStyle (`model.mixstyle` > 0) is asked of a backbone without it (small_cnn has it)."""
   if name not in BACKBONES:
     raise ValueError(f"model.backbone={name!r} is not valid; choose one of {sorted(BACKBONES)}")
+  if mixstyle_p > 0:
+    if name != "small_cnn":
+      raise ValueError(f"model.mixstyle={mixstyle_p} needs model.backbone='small_cnn'; "
+                       f"{name!r} has no MixStyle layers")
+    return BACKBONES[name](dtype=dtype, name=module_name, mixstyle_p=mixstyle_p)
   return BACKBONES[name](dtype=dtype, name=module_name)

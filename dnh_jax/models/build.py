@@ -87,7 +87,9 @@ def _flat(model_cfg: ml_collections.ConfigDict, schema: Schema) -> nn.Module:
                         classifier=bool(model_cfg.classifier),
                         code_classes=code_classes(model_cfg, schema),
                         pre_hash=pre_hash_factory(model_cfg), dtype=dtype, name="head")
-  return heads.HashingNetwork(backbones.get_backbone(model_cfg.backbone, dtype), head)
+  return heads.HashingNetwork(
+      backbones.get_backbone(model_cfg.backbone, dtype, mixstyle_p=float(model_cfg.mixstyle)),
+      head)
 
 
 def _structured(model_cfg: ml_collections.ConfigDict, schema: Schema) -> nn.Module:
@@ -97,7 +99,9 @@ def _structured(model_cfg: ml_collections.ConfigDict, schema: Schema) -> nn.Modu
                               classifier=bool(model_cfg.classifier),
                               code_classes=code_classes(model_cfg, schema),
                               pre_hash=pre_hash_factory(model_cfg), dtype=dtype, name="head")
-  return heads.HashingNetwork(backbones.get_backbone(model_cfg.backbone, dtype), head)
+  return heads.HashingNetwork(
+      backbones.get_backbone(model_cfg.backbone, dtype, mixstyle_p=float(model_cfg.mixstyle)),
+      head)
 
 
 # model.head -> builder(model_cfg, schema) -> the whole network.

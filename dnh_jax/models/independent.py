@@ -39,6 +39,7 @@ import ml_collections
 from dnh_jax.data.schema import Schema
 from dnh_jax.models import backbones as backbones_lib
 from dnh_jax.models import heads
+from dnh_jax.models import views as views_lib
 
 Dtype = Any
 
@@ -66,12 +67,14 @@ class StackedBackbones(nn.Module):
     backbone: name in `dnh_jax.models.backbones.BACKBONES`.
     count: C, the number of copies.
     compute: one of STACK_COMPUTE.
+    mixstyle: MixStyle probability of the backbone's early layers (0: off).
     dtype: compute dtype.
   """
 
   backbone: str
   count: int
   compute: str = "auto"
+  mixstyle: float = 0.0
   dtype: Dtype = jnp.float32
 
   def _compute(self) -> str:
@@ -84,39 +87,47 @@ class StackedBackbones(nn.Module):
 
   @nn.compact
   def __call__(self, images: jnp.ndarray, train: bool = False) -> jnp.ndarray:
-    """Args: images float32[B, H, W, 1]. Returns features float32[C, B, F]."""
-    net = backbones_lib.get_backbone(self.backbone, self.dtype, module_name=None)
+    """Args: images float32[B, H, W, 1] (every copy sees them) or float32[C, B, H, W, 1]
+    (copy i sees images[i]: per-network views). Returns features float32[C, B, F]."""
+    net = backbones_lib.get_backbone(self.backbone, self.dtype, module_name=None,
+                                     mixstyle_p=self.mixstyle)
+    per_copy = images.ndim == 5
+    sample = images[0] if per_copy else images
     cache = {}
 
     def initial(key):  # one init per copy; cached so params and stats share it
       if "v" not in cache:
         keys = jax.random.split(key, self.count)
-        cache["v"] = jax.vmap(lambda k: net.init({"params": k}, images, train=False))(keys)
+        cache["v"] = jax.vmap(lambda k: net.init({"params": k}, sample, train=False))(keys)
       return cache["v"]
 
     params = self.param("stacked", lambda key: initial(key)["params"])
-    shapes = jax.eval_shape(lambda: net.init({"params": jax.random.key(0)}, images[:1]))
+    shapes = jax.eval_shape(lambda: net.init({"params": jax.random.key(0)}, sample[:1]))
     stats = None
     if "batch_stats" in shapes:
       stats = self.variable("batch_stats", "stacked",
                             lambda: initial(self.make_rng("params"))["batch_stats"])
-    keys = (jax.random.split(self.make_rng("dropout"), self.count)
-            if train and self.has_rng("dropout") else None)
+    # One key per copy for each training rng stream the backbone may use.
+    streams = [r for r in ("dropout", "mixstyle") if train and self.has_rng(r)]
+    keys = ({r: jax.random.split(self.make_rng(r), self.count) for r in streams}
+            if streams else None)
 
-    def one(p, s, key):
+    def one(p, s, key, x):
       variables = {"params": p} if s is None else {"params": p, "batch_stats": s}
-      rngs = {} if key is None else {"dropout": key}
+      rngs = {} if key is None else dict(key)
       if train and s is not None:
-        out, updates = net.apply(variables, images, True, rngs=rngs, mutable=["batch_stats"])
+        out, updates = net.apply(variables, x, True, rngs=rngs, mutable=["batch_stats"])
         return out.astype(jnp.float32), updates["batch_stats"]
-      return net.apply(variables, images, train, rngs=rngs).astype(jnp.float32), s
+      return net.apply(variables, x, train, rngs=rngs).astype(jnp.float32), s
 
     s_in = None if stats is None else stats.value
     if self._compute() == "vmap":
-      features, new_stats = jax.vmap(one)(params, s_in, keys)
+      features, new_stats = jax.vmap(one, in_axes=(0, 0, 0, 0 if per_copy else None))(
+          params, s_in, keys, images)
     else:
       take = lambda tree, i: jax.tree.map(lambda a: a[i], tree)
-      outs = [one(take(params, i), take(s_in, i), None if keys is None else keys[i])
+      outs = [one(take(params, i), take(s_in, i), take(keys, i),
+                  images[i] if per_copy else images)
               for i in range(self.count)]
       features = jnp.stack([f for f, _ in outs])
       new_stats = None if stats is None else jax.tree.map(
@@ -136,6 +147,13 @@ class IndependentHashingNetwork(nn.Module):
     classifier: add a classifier per network on its own features (outputs["logits"]).
     pre_hash: optional pre-hash module factory, one instance per network.
     stack_compute: how stacked backbones are computed (STACK_COMPUTE).
+    views: one name of `dnh_jax.models.views.VIEWS` per network (schema order), or ()
+      for the identity: in training each network sees its own random view of the batch
+      (PRNG stream "views"; without it, the inference views), at inference the view's
+      deterministic test view (`views.py` says which and why).
+    view_patch: tile side of the `patches` view, in pixels.
+    mixstyle: MixStyle probability in each backbone's early layers (training, PRNG
+      stream "mixstyle"); 0: off.
     dtype: compute dtype (parameters stay float32).
   """
 
@@ -145,6 +163,9 @@ class IndependentHashingNetwork(nn.Module):
   classifier: bool = True
   pre_hash: heads.PreHashFactory | None = None
   stack_compute: str = "auto"
+  views: Sequence[str] = ()
+  view_patch: int = 8
+  mixstyle: float = 0.0
   dtype: Dtype = jnp.float32
 
   @property
@@ -152,15 +173,26 @@ class IndependentHashingNetwork(nn.Module):
     """Whether the backbones are one module with stacked parameters."""
     return len(set(self.backbones)) == 1
 
+  def _views(self, images: jnp.ndarray, train: bool) -> jnp.ndarray | None:
+    """float32[C, B, H, W, 1] per-network views, or None when every view is the identity."""
+    names = views_lib.check_views(self.views, len(self.class_sizes))
+    if all(v == "identity" for v in names):
+      return None
+    key = self.make_rng("views") if train and self.has_rng("views") else None
+    return views_lib.apply_views(names, images, key=key, patch=self.view_patch)
+
   def _features(self, images: jnp.ndarray, train: bool) -> list[jnp.ndarray]:
     n = len(self.class_sizes)
+    viewed = self._views(images, train)
     if self.stacked:
-      stacked = StackedBackbones(self.backbones[0], n, self.stack_compute, self.dtype,
-                                 name="backbones")(images, train)  # [C, B, F]
+      stacked = StackedBackbones(self.backbones[0], n, self.stack_compute, self.mixstyle,
+                                 self.dtype, name="backbones")(
+                                     images if viewed is None else viewed, train)  # [C, B, F]
       return [stacked[i] for i in range(n)]
-    return [backbones_lib.get_backbone(b, self.dtype, module_name=f"backbone_{name}")(
-        images, train).astype(jnp.float32)
-            for b, (name, _) in zip(self.backbones, self.class_sizes)]
+    return [backbones_lib.get_backbone(b, self.dtype, module_name=f"backbone_{name}",
+                                       mixstyle_p=self.mixstyle)(
+        images if viewed is None else viewed[i], train).astype(jnp.float32)
+            for i, (b, (name, _)) in enumerate(zip(self.backbones, self.class_sizes))]
 
   @nn.compact
   def __call__(self, images: jnp.ndarray, train: bool = False) -> dict:
@@ -236,4 +268,7 @@ def build_independent(model_cfg: ml_collections.ConfigDict, schema: Schema) -> n
       classifier=bool(model_cfg.classifier),
       pre_hash=build.pre_hash_factory(model_cfg),
       stack_compute=stack_compute,
+      views=views_lib.check_views(model_cfg.views, len(schema.names)),
+      view_patch=int(model_cfg.view_patch),
+      mixstyle=float(model_cfg.mixstyle),
       dtype=build.compute_dtype(model_cfg))

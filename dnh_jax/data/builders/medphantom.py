@@ -232,7 +232,7 @@ def medphantom_chest_builder(*, image_size: int, num_examples: int, difficulty: 
 def from_config(data_cfg, data_dir: str) -> base.DnhBuilder:
   """`config.data` -> MedPhantom (or MedPhantomChest if `data.multilabel`)."""
   if data_cfg.multilabel:
-    if tuple(data_cfg.held_out):
+    if tuple(data_cfg.held_out) or tuple(data_cfg.val_held_out):
       raise ValueError("data.held_out needs (modality, organ) labels; the multi-label chest "
                        "collection (data.multilabel=True) has only findings")
     return medphantom_chest_builder(
@@ -242,7 +242,8 @@ def from_config(data_cfg, data_dir: str) -> base.DnhBuilder:
   return medphantom_builder(
       image_size=data_cfg.image_size, num_examples=data_cfg.num_examples,
       difficulty=data_cfg.difficulty, combinations=data_cfg.combinations,
-      held_out=data_cfg.held_out, dataset_seed=data_cfg.dataset_seed, data_dir=data_dir)
+      held_out=tuple(data_cfg.held_out) + tuple(data_cfg.val_held_out),
+      dataset_seed=data_cfg.dataset_seed, data_dir=data_dir)
 
 
 def chest_from_config(data_cfg, data_dir: str) -> base.DnhBuilder:
