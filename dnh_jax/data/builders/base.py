@@ -35,6 +35,19 @@ import tensorflow_datasets as tfds
 
 from dnh_jax.data import schema as schema_lib
 
+# Console: TFDS's lines that a user of local data cannot act on are silenced. The
+# builder-config dump (a 1,200-character warning per builder), the progress bars and the
+# "Downloading and preparing" wording (nothing is downloaded) go; our own summary stays.
+tfds.disable_progress_bar()
+
+
+class _DropConfigDump(logging.Filter):
+  def filter(self, record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith("Using custom data configuration")
+
+
+logging.getLogger("absl").addFilter(_DropConfigDump())
+
 SPLIT = "examples"   # the one TFDS split each builder writes ("all" is reserved by TFDS)
 FILE_FORMAT = "array_record"
 
@@ -129,6 +142,12 @@ class DnhBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
   def parallel_map(self, fn: Callable, items: Sequence) -> Iterator:
     return parallel_map(fn, items, self.num_workers)
+
+  def _log_download_bytes(self) -> None:   # TFDS prints "Downloading and preparing ..."
+    logging.info("Building %s into %s", self.info.full_name, self.data_path)
+
+  def _log_download_done(self) -> None:
+    logging.info("Built %s", self.data_path)
 
   @tfds.core.utils.classproperty
   @classmethod
