@@ -234,9 +234,13 @@ def prepare(builder: DnhBuilder, *, expected_examples: int | None = None) -> Dnh
       builder.download_and_prepare(file_format=FILE_FORMAT)
     except OSError:
       if not is_prepared(builder):
+        _remove_empty_dirs(builder)
         raise
       logging.info("Another process finished %s first; reading its copy",
                    builder.info.full_name)
+    except BaseException:
+      _remove_empty_dirs(builder)   # a failed build leaves no empty dataset folder behind
+      raise
     builder = type(builder)(config=builder.builder_config,
                             data_dir=os.fspath(builder.data_dir_root),
                             file_format=FILE_FORMAT)
@@ -247,6 +251,16 @@ def prepare(builder: DnhBuilder, *, expected_examples: int | None = None) -> Dnh
           f"Dataset {builder.data_path} holds {found} examples, expected "
           f"{expected_examples}; delete that directory to rebuild it")
   return builder
+
+
+def _remove_empty_dirs(builder: DnhBuilder) -> None:
+  """Removes the dataset's version / config / name folders if a failed build left them
+  empty (never the data_dir itself, never anything holding a file)."""
+  root = os.path.abspath(os.fspath(builder.data_dir_root))
+  path = os.path.abspath(os.fspath(builder.data_path))
+  while path.startswith(root + os.sep) and os.path.isdir(path) and not os.listdir(path):
+    os.rmdir(path)
+    path = os.path.dirname(path)
 
 
 def read_arrays(builder: DnhBuilder, chunk: int = 1024) -> dict[str, np.ndarray]:
