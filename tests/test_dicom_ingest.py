@@ -234,3 +234,54 @@ def test_header_less_file_with_pixels_is_read(tmp_path):
   image, info = dicom_pixels.read_display(str(path))
   assert info["file_meta"] is False
   np.testing.assert_allclose(image, reference)
+
+
+# ------------------------------------------------------------------ labels
+
+def _copy_with(src, dst, **tags):
+  ds = pydicom.dcmread(os.path.join(TEST_FILES, src))
+  for keyword, value in tags.items():
+    setattr(ds, keyword, value)
+  ds.save_as(dst)
+
+
+def test_labels_normal_classes_description_rules_and_patients(tmp_path):
+  root = tmp_path / "d"
+  root.mkdir()
+  _copy_with("CT_small.dcm", root / "head.dcm", BodyPartExamined="HEAD", PatientID="p1")
+  _copy_with("CT_small.dcm", root / "head2.dcm", BodyPartExamined="HEAD", PatientID="p1")
+  _copy_with("MR_small.dcm", root / "flair.dcm", SeriesDescription="Ax FLAIR brain",
+             PatientID="p2")
+  _copy_with("MR_small.dcm", root / "stroke.dcm", StudyDescription="acute STROKE",
+             SeriesDescription="dwi", PatientID="p3")
+  _copy_with("MR_small.dcm", root / "spine.dcm", BodyPartExamined="SPINE", PatientID="p4")
+  mapping = tmp_path / "map.json"
+  mapping.write_text(json.dumps({
+      "descriptions": [{"pattern": "flair", "organ": "brain", "disease": "glioma"},
+                       {"pattern": "stroke", "field": "StudyDescription", "organ": "brain",
+                        "disease": "stroke"}],
+      "diseases": {"brain": ["brain_normal", "glioma", "stroke"]}}))
+  builder, arrays, report = build(data_cfg(root, str(mapping)), tmp_path / "t")
+  schema = builder.schema()
+  assert schema["disease"].vocabulary[:3] == ("brain_normal", "glioma", "stroke")
+  labels = {f["path"]: f.get("labels") for f in report["files"]}
+  assert labels["head.dcm"] == {"modality": "CT", "organ": "brain", "disease": "brain_normal"}
+  assert labels["flair.dcm"] == {"modality": "MRI", "organ": "brain", "disease": "glioma"}
+  assert labels["stroke.dcm"]["disease"] == "stroke"
+  spine = next(f for f in report["files"] if f["path"] == "spine.dcm")
+  assert spine["reason"] == dicom_dir.UNMAPPED_ORGAN
+  assert report["summary"]["unmapped_values"] == {"BodyPartExamined": {"SPINE": 1}}
+  ids = {f["path"]: f["id"] for f in report["files"] if "id" in f}
+  assert arrays["group"][ids["head.dcm"]] == arrays["group"][ids["head2.dcm"]]   # PatientID
+  assert arrays["group"][ids["head.dcm"]] != arrays["group"][ids["flair.dcm"]]
+  # The default vocabulary names a normal class for every organ.
+  for organ, diseases in dicom_dir.DEFAULT_DISEASES.items():
+    assert f"{organ}_normal" in diseases
+  with pytest.raises(ValueError, match=r"spine\.dcm: BodyPartExamined.*'SPINE'.*strict"):
+    get_builder(data_cfg(root, str(mapping), strict_labels=True), str(tmp_path / "t"))
+  mapping.write_text(json.dumps({"descriptions": [{"pattern": "(", "organ": "brain"}]}))
+  with pytest.raises(ValueError, match=r"descriptions\[0\]\.pattern is not a regular"):
+    get_builder(data_cfg(root, str(mapping)), str(tmp_path / "t"))
+  mapping.write_text(json.dumps({"descriptions": [{"pattern": "x", "disease": "stroke"}]}))
+  with pytest.raises(ValueError, match=r"descriptions\[0\]\.disease = 'stroke'"):
+    get_builder(data_cfg(root, str(mapping)), str(tmp_path / "t"))
