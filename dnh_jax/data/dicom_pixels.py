@@ -53,7 +53,7 @@ def _quiet():
   matters, so they are silenced while a file is read."""
   logger = logging.getLogger("pydicom")
   level = logger.level
-  logger.setLevel(logging.ERROR)
+  logger.setLevel(logging.CRITICAL)   # decoders log each failure with a traceback
   try:
     with warnings.catch_warnings():
       warnings.simplefilter("ignore")
