@@ -1,6 +1,6 @@
 """Builds (or verifies) the configured dataset without training: a login-node step.
 
-    python -m dnh_jax.data.prepare --config=configs/<name>.py \
+    python -m dnh_jax.data.prepare --config=configs/<name>.py
         [--config.data.name=dicom --config.data.manual_dir=DIR --config.data.label_map=F]
 
 Builds the dataset of `config.data` into the TFDS data_dir (`config.data.data_dir`,

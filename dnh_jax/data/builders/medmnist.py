@@ -10,6 +10,10 @@ Only subsets whose labels map faithfully onto the vocabularies of `dnh_jax.data.
 are offered (`SUBSETS`). The others have no modality/organ/disease meaning here (pathology,
 dermatoscopy, blood cells, fundus grading, organ-segmentation crops) and are rejected with
 the list of supported names.
+
+Every read names the file and key when it refuses: a truncated or non-npz file, object
+(pickled) arrays, images that are not uint8-valued (floats are accepted only when they hold
+the integers 0..255, so every part is windowed alike), non-integer labels.
 """
 
 from __future__ import annotations
