@@ -216,9 +216,7 @@ def test_multiframe_takes_the_middle_frame_and_ybr_is_rgb():
   assert info["frames"] == 2
   np.testing.assert_allclose(image, _luma(ds.pixel_array[1]) / 255.0, atol=1e-6)
   ybr, _ = dicom_pixels.read_display(os.path.join(TEST_FILES, "SC_ybr_full_422_uncompressed.dcm"))
-  rgb, _ = dicom_pixels.read_display(os.path.join(TEST_FILES, "SC_rgb.dcm")
-                                     if os.path.exists(os.path.join(TEST_FILES, "SC_rgb.dcm"))
-                                     else os.path.join(TEST_FILES, "SC_rgb_rle.dcm"))
+  rgb, _ = dicom_pixels.read_display(os.path.join(TEST_FILES, "SC_rgb_rle.dcm"))   # same
   assert np.abs(ybr - rgb).mean() < 0.02      # YBR converted, not read as RGB
 
 
