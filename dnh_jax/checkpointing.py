@@ -4,15 +4,38 @@ Two `orbax.checkpoint.CheckpointManager`s under `<workdir>/checkpoints/`:
   last/  keep-last-N, written every `train.checkpoint_every` steps and at the end;
   best/  keep-1, selected by `train.best_metric` (a validation metric, never test).
 All processes call save/restore together (Orbax coordinates multi-host writes).
+
+A step that cannot be restored (a truncated or damaged file: Orbax and TensorStore give
+pages of output) is named in one line, moved aside to `<workdir>/checkpoints/corrupt/`,
+and the previous step is tried, with a warning (`restore_last_good`).
 """
 
 from __future__ import annotations
 
 import os
-from typing import Any
+import shutil
+import time
+from typing import Any, Callable
 
 import jax
 import orbax.checkpoint as ocp
+
+
+class CorruptCheckpointError(RuntimeError):
+  """No step of a workdir's checkpoints can be restored."""
+
+
+class Interrupted(KeyboardInterrupt):
+  """Ctrl-C during training, raised after pending checkpoint writes have finished."""
+
+  def __init__(self, step: int | None):
+    super().__init__(step)
+    self.step = step
+
+  def __str__(self) -> str:
+    if self.step is None:
+      return "interrupted before the first checkpoint; rerun to start again"
+    return f"interrupted; the checkpoint of step {self.step} is safe; rerun to resume"
 
 
 class Checkpoints:
@@ -26,6 +49,7 @@ class Checkpoints:
 
   def __init__(self, directory: str, *, keep: int, best_metric: str):
     directory = os.path.abspath(directory)
+    self._directory = directory
     self.best_metric = best_metric
     self._last = ocp.CheckpointManager(
         os.path.join(directory, "last"),
@@ -62,6 +86,41 @@ class Checkpoints:
   def restore_last(self, abstract_state: Any, step: int | None = None) -> Any:
     step = self._last.latest_step() if step is None else step
     return self._last.restore(step, args=ocp.args.StandardRestore(abstract_state))
+
+  def restore_last_good(self, abstract_state: Any, log: Callable[[str], None] = print):
+    """The newest restorable state of `last/`, or None when there is no checkpoint.
+
+    A step that fails to restore is moved to `<checkpoints>/corrupt/<step>.<time>` (so
+    that the run can save that step again) and the previous one is tried, with a warning.
+
+    Raises:
+      CorruptCheckpointError: one line, when no step of `last/` can be restored.
+    """
+    tried = []
+    for step in sorted(self._last.all_steps(), reverse=True):
+      try:
+        return self._last.restore(step, args=ocp.args.StandardRestore(abstract_state))
+      except Exception as e:   # pylint: disable=broad-except  (Orbax/TensorStore raise many)
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        moved = self._quarantine(step)
+        tried.append(step)
+        log(f"Warning: checkpoint step {step} in {self._directory}/last is unreadable "
+            f"({type(e).__name__}: {first}); moved it to {moved}; trying the previous step")
+    if tried:
+      raise CorruptCheckpointError(
+          f"no checkpoint in {self._directory}/last can be restored (steps {tried} are "
+          f"corrupt and were moved to {self._directory}/corrupt); delete the workdir to "
+          "start over")
+    return None
+
+  def _quarantine(self, step: int) -> str:
+    source = os.path.join(self._directory, "last", str(step))
+    target = os.path.join(self._directory, "corrupt", f"{step}.{int(time.time())}")
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    if os.path.exists(source):
+      shutil.move(source, target)
+    self._last.reload()
+    return target
 
   def restore_best(self, abstract_state: Any) -> Any:
     return self._best.restore(self._best.best_step(),

@@ -121,6 +121,7 @@ def base_config() -> ml_collections.ConfigDict:
   d.augment = True
   d.dataset_seed = 0               # MedPhantom: seed of the rendered images (splits use seed)
   d.label_map = ""                 # DICOM: JSON file mapping tag values to vocabulary names
+  d.strict_labels = False          # DICOM: an unmapped label is an error, not a skipped file
 
   c.model = m = ml_collections.ConfigDict()
   m.backbone = "small_cnn"         # key of dnh_jax.models.BACKBONES

@@ -3,7 +3,8 @@
 Parses flags, starts the multi-host runtime when a launcher asks for it, logs the devices,
 runs `train.train_and_evaluate` and prints the results table. Without --workdir the run
 goes to `workdirs/<name>` (`workdirs/<name>-<args>` when the config has arguments), so a
-rerun of the same command resumes instead of starting over.
+rerun of the same command resumes instead of starting over. Errors are one line
+(`dnh_jax.cli`; the traceback with --verbosity=1).
 """
 
 import os
@@ -13,6 +14,7 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from dnh_jax import cli
 from dnh_jax import config_lib
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -27,6 +29,11 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  with cli.one_line_errors():
+    _run(cli.load_config(_CONFIG))   # the config first: a bad one creates nothing
+
+
+def _run(config):
   # Imported here so XLA_FLAGS / JAX_PLATFORMS set by a launcher apply first.
   import jax  # pylint: disable=g-import-not-at-top
   from dnh_jax import parallel, train  # pylint: disable=g-import-not-at-top
@@ -37,7 +44,6 @@ def main(argv):
   workdir = _WORKDIR.value or config_lib.default_workdir(config_arg)
   logging.info("JAX process %d/%d, devices: %s", jax.process_index(), jax.process_count(),
                jax.devices())
-  config = _CONFIG.value
   results = train.train_and_evaluate(config, workdir)
   if "stopped_at_step" in results:
     print(f"Stopped at step {int(results['stopped_at_step'])}; rerun the command to resume.")

@@ -4,6 +4,10 @@ clu's `metric_writers` package imports TensorFlow at import time (clu 0.0.12), a
 project must run without TensorFlow, so this module provides the same small interface
 (`write_scalars`, `write_hparams`, `flush`, `close`) on top of tensorboardX for the event
 files. Every other process gets a writer that does nothing, so call sites need no checks.
+
+An undefined metric (NaN or Inf: e.g. a multi-label metric over a split without a positive
+label) is not written to the event file - TensorBoard cannot plot it and tensorboardX
+warns once per value - and is `null` in metrics.jsonl, so the JSON stays valid.
 """
 
 from __future__ import annotations
@@ -30,6 +34,9 @@ class MetricWriter:
     row = {"step": int(step)}
     for name, value in scalars.items():
       value = float(np.asarray(value))
+      if not np.isfinite(value):
+        row[name] = None   # undefined: skipped in the event file (module docstring)
+        continue
       row[name] = value
       self._tb.add_scalar(name, value, int(step))
     self._jsonl.write(json.dumps(row) + "\n")

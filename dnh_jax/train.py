@@ -31,6 +31,7 @@ from dnh_jax import losses as losses_lib
 from dnh_jax import models as models_lib
 from dnh_jax import retrieval as retrieval_lib
 from dnh_jax.data import schema as schema_lib
+from dnh_jax.data import split_checks
 from dnh_jax.evaluation import evaluator as evaluator_lib
 from dnh_jax.evaluation import groups as groups_lib
 from dnh_jax.evaluation import sharded as sharded_lib
@@ -387,6 +388,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   parallel.check_batch_size(tc.batch_size, mesh)
 
   splits = data_lib.load_splits(config.data, seed=config.seed, data_dir=default_data_dir(config))
+  # Fail before compiling anything when a split is too small to evaluate (split_checks).
+  split_checks.check_splits(splits, relevance=config.eval.relevance,
+                            batch_size=tc.batch_size, log=_log)
   if jax.process_index() == 0:
     data_lib.write_manifest(splits, os.path.join(workdir, "split_manifest.json"))
   schema: schema_lib.Schema = splits.schema
@@ -400,11 +404,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   state, shardings = create_train_state(model, loss_fn, tx, mesh, image_shape, init_key)
   ckpt = checkpointing.Checkpoints(os.path.join(workdir, "checkpoints"),
                                    keep=tc.keep_checkpoints, best_metric=tc.best_metric)
-  # Resume order: (1) the latest step in <workdir>/checkpoints/last; (2) otherwise a fresh
-  # initialisation from config.seed. Batches and step keys depend only on (seed, step), so
-  # a resumed run continues exactly as an uninterrupted one would.
-  if ckpt.latest_step() is not None:
-    state = ckpt.restore_last(checkpointing.abstract(state))
+  # Resume order: (1) the latest step in <workdir>/checkpoints/last that restores (a
+  # corrupt one is moved aside with a warning and the previous step tried); (2) otherwise
+  # a fresh initialisation from config.seed. Batches and step keys depend only on (seed,
+  # step), so a resumed run continues exactly as an uninterrupted one would.
+  restored = ckpt.restore_last_good(checkpointing.abstract(state), log=_log)
+  if restored is not None:
+    state = restored
     _log(f"Resumed from {workdir}/checkpoints/last at step {int(state['step'])}")
   start = int(state["step"])
 
@@ -412,6 +418,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   try:
     results = _train_loop(config, workdir, splits, mesh, model, loss_fn, tx, state, shardings,
                           step_key, segments, ckpt, writer)
+  except KeyboardInterrupt:
+    ckpt.wait()   # a checkpoint being written is complete before it is reported safe
+    raise checkpointing.Interrupted(ckpt.latest_step()) from None
   finally:
     ckpt.close()
     writer.close()

@@ -408,7 +408,7 @@ def test_dicom_directory_with_mapping(tmp_path):
   shutil.copy(_pydicom_file("MR_small.dcm"), root / "series/mr.dcm")   # MR, no body part
   shutil.copy(_pydicom_file("examples_overlay.dcm"), root / "abd.dcm")  # MR ABDOMEN uint16
   shutil.copy(_pydicom_file("ExplVR_BigEnd.dcm"), root / "us.dcm")     # US, RGB big-endian
-  (root / "README.txt").write_text("non-DICOM files are ignored")
+  (root / "README.txt").write_text("non-DICOM files are skipped and reported")
   mapping = tmp_path / "map.json"
   mapping.write_text(json.dumps({
       "default_organ": "chest",
@@ -421,7 +421,11 @@ def test_dicom_directory_with_mapping(tmp_path):
   assert combos == [("MRI", "abdomen", "abdomen_normal"), ("CT", "chest", "chest_normal"),
                     ("MRI", "brain", "glioma"), ("US", "breast", "benign")]
   assert arrays["image"].shape == (4, 32, 32, 1)
-  assert all(img.max() > 200 and img.min() < 30 for img in arrays["image"])
+  # Displayed through each file's window (VOI) or percentiles: never a flat image.
+  assert all(int(img.max()) - int(img.min()) > 150 for img in arrays["image"])
+  report = json.loads((builder.data_path / "ingest_report.json").read_text())
+  assert [(f["path"], f["reason"]) for f in report["files"] if f["status"] == "skipped"] == [
+      ("README.txt", "not_dicom")]
   # Groups come from PatientID: files of one patient share a group.
   from pydicom import dcmread
   pids = [str(dcmread(root / p, stop_before_pixels=True).get("PatientID", ""))
@@ -432,36 +436,38 @@ def test_dicom_directory_with_mapping(tmp_path):
         assert arrays["group"][i] == arrays["group"][j]
 
 
-def test_dicom_bad_inputs(tmp_path):
+def test_dicom_bad_inputs_are_skipped_and_reported(tmp_path):
   root = tmp_path / "dicom"
   root.mkdir()
   cfg = data_cfg(name="dicom", manual_dir=str(root))
   shutil.copy(_pydicom_file("CT_small.dcm"), root / "ct.dcm")
-  with pytest.raises(ValueError, match=r"ct\.dcm: BodyPartExamined \(0018,0015\) ''.*"
-                                       r"default_organ"):
+  # The only file has no BodyPartExamined and no default: nothing usable, one line.
+  with pytest.raises(ValueError, match=r"no usable DICOM image .*unmapped_organ.*"
+                                       r"BodyPartExamined"):
     get_builder(cfg, str(tmp_path))
+  cfg.strict_labels = True
+  with pytest.raises(ValueError, match=r"ct\.dcm: BodyPartExamined \(0018,0015\) ''.*"
+                                       r"default_organ.*strict_labels"):
+    get_builder(cfg, str(tmp_path))
+  cfg.strict_labels = False
   mapping = tmp_path / "map.json"
   mapping.write_text(json.dumps({"default_organ": "chest", "modality": {"NM": None}}))
   cfg.label_map = str(mapping)
   shutil.copy(_pydicom_file("rtplan.dcm"), root / "plan.dcm")
-  with pytest.raises(ValueError, match=r"plan\.dcm: Modality \(0008,0060\) 'RTPLAN'"):
-    get_builder(cfg, str(tmp_path))
-  mapping.write_text(json.dumps({"default_organ": "chest",
-                                 "modality": {"RTPLAN": "CT", "NM": None}}))
-  with pytest.raises(ValueError, match=r"plan\.dcm has no pixel data"):
-    build(cfg, tmp_path / "t1")
-  os.remove(root / "plan.dcm")
-  shutil.copy(_pydicom_file("JPEG2000.dcm"), root / "nm.dcm")   # NM mapped to null: skipped
+  shutil.copy(_pydicom_file("JPEG2000.dcm"), root / "nm.dcm")   # NM mapped to null
   (root / "fake.dcm").write_bytes(b"this is not DICOM")
-  with pytest.raises(ValueError, match=r"fake\.dcm is not readable"):
-    get_builder(cfg, str(tmp_path))
-  os.remove(root / "fake.dcm")
   shutil.copy(_pydicom_file("MR_truncated.dcm"), root / "trunc.dcm")
-  mapping.write_text(json.dumps({"default_organ": "chest", "modality": {"NM": None},
-                                 "files": {"trunc.dcm": {"organ": "brain",
-                                                         "disease": "glioma"}}}))
-  with pytest.raises(ValueError, match=r"trunc\.dcm: pixel data cannot be decoded"):
-    build(cfg, tmp_path / "t2")
+  builder, arrays = build(cfg, tmp_path / "t1")
+  assert len(arrays["id"]) == 1
+  report = json.loads((builder.data_path / "ingest_report.json").read_text())
+  reasons = {f["path"]: f["reason"] for f in report["files"]}
+  assert reasons == {"ct.dcm": None, "fake.dcm": "not_dicom", "nm.dcm": "excluded_by_label_map",
+                     "plan.dcm": "no_pixel_data", "trunc.dcm": "truncated_pixel_data"}
+  mapping.write_text(json.dumps({"modality": {"RTPLAN": "CT"}, "default_organ": "chest"}))
+  os.remove(root / "ct.dcm")
+  os.remove(root / "trunc.dcm")
+  with pytest.raises(ValueError, match=r"no usable DICOM image.*no_pixel_data"):
+    get_builder(cfg, str(tmp_path))
   mapping.write_text(json.dumps({"organ": {"HEAD": "skull"}}))
   with pytest.raises(ValueError, match=r"map\.json: organ\['HEAD'\] = 'skull'.*'brain'"):
     get_builder(cfg, str(tmp_path))

@@ -127,48 +127,24 @@ def normalize_image(pixels: Any, size: int, *, source: str = "") -> np.ndarray:
   gray = to_grayscale(pixels, source=source)
   if gray.dtype == np.float64 and pixels.dtype == np.uint8:
     gray = np.clip(np.round(gray), 0, 255).astype(np.uint8)   # luminance of 8-bit RGB
-  image = resize(pad_to_square(to_unit_range(gray)), size)
+  return fit_to_size(to_unit_range(gray), size)
+
+
+def fit_to_size(image: np.ndarray, size: int) -> np.ndarray:
+  """A displayable float [H, W] in [0, 255] -> uint8[size, size, 1] (pad, resize, round)."""
+  image = resize(pad_to_square(np.asarray(image, np.float32)), size)
   return np.clip(np.round(image), 0, 255).astype(np.uint8)[..., None]
 
 
-def read_dicom(path: str):
-  """Reads a DICOM file's header and pixels.
-
-  Returns:
-    (pixels, dataset): pixels [H, W] or [H, W, 3] in the stored dtype (the middle frame of
-    a multi-frame file; MONOCHROME1 inverted so that bright means dense everywhere),
-    dataset the pydicom Dataset.
+def read_dicom(path: str) -> np.ndarray:
+  """A DICOM file as displayed: float32 [H, W] in [0, 255] (`dicom_pixels.read_display`:
+  modality LUT, VOI window, palette, MONOCHROME1, middle frame).
 
   Raises:
-    ValueError: naming the file, if it is not readable DICOM, has no pixel data, or its
-      pixels cannot be decoded (e.g. a compression whose decoder is not installed).
+    ValueError (`dicom_pixels.Unusable`): naming the file and why it cannot be used.
   """
-  import pydicom   # pylint: disable=g-import-not-at-top  (only DICOM sources need it)
-  from pydicom import errors as dicom_errors   # pylint: disable=g-import-not-at-top
-  try:
-    ds = pydicom.dcmread(path)
-  except (dicom_errors.InvalidDicomError, OSError, EOFError, ValueError, KeyError) as e:
-    raise ValueError(f"DICOM file {path} is not readable: {type(e).__name__}: {e}") from e
-  if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
-    raise ValueError(
-        f"DICOM file {path} has no pixel data (tag PixelData (7FE0,0010) is missing; "
-        f"Modality {ds.get('Modality', '?')!r}); expected an image object")
-  try:
-    pixels = ds.pixel_array
-  except Exception as e:   # pylint: disable=broad-except  (decoders raise many kinds)
-    raise ValueError(
-        f"DICOM file {path}: pixel data cannot be decoded "
-        f"(transfer syntax {getattr(ds.file_meta, 'TransferSyntaxUID', '?')}): "
-        f"{type(e).__name__}: {e}") from e
-  frames = int(ds.get("NumberOfFrames", 1) or 1)
-  if frames > 1:
-    pixels = pixels[frames // 2]
-  pixels = np.asarray(pixels)
-  if pixels.dtype.byteorder == ">":
-    pixels = pixels.astype(pixels.dtype.newbyteorder("="))
-  if ds.get("PhotometricInterpretation", "") == "MONOCHROME1":
-    pixels = pixels.max() - pixels.astype(np.int64) + pixels.min()
-  return pixels, ds
+  from dnh_jax.data import dicom_pixels   # pylint: disable=g-import-not-at-top
+  return dicom_pixels.read_display(path)[0] * np.float32(255.0)
 
 
 def read_image(path: str) -> np.ndarray:
@@ -182,7 +158,7 @@ def read_image(path: str) -> np.ndarray:
   """
   ext = os.path.splitext(path)[1].lower()
   if ext in DICOM_EXTENSIONS:
-    return read_dicom(path)[0]
+    return read_dicom(path)
   if ext in NUMPY_EXTENSIONS:
     try:
       return np.load(path, allow_pickle=False)
@@ -201,5 +177,9 @@ def read_image(path: str) -> np.ndarray:
 
 
 def load_image(path: str, size: int) -> np.ndarray:
-  """`read_image` then `normalize_image`: uint8[size, size, 1]."""
+  """`read_image` then `normalize_image`: uint8[size, size, 1].
+
+  DICOM files are already windowed for display, so they are only fitted to size."""
+  if os.path.splitext(path)[1].lower() in DICOM_EXTENSIONS:
+    return fit_to_size(read_dicom(path), size)
   return normalize_image(read_image(path), size, source=path)

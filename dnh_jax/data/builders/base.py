@@ -35,6 +35,19 @@ import tensorflow_datasets as tfds
 
 from dnh_jax.data import schema as schema_lib
 
+# Console: TFDS's lines that a user of local data cannot act on are silenced. The
+# builder-config dump (a 1,200-character warning per builder), the progress bars and the
+# "Downloading and preparing" wording (nothing is downloaded) go; our own summary stays.
+tfds.disable_progress_bar()
+
+
+class _DropConfigDump(logging.Filter):
+  def filter(self, record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith("Using custom data configuration")
+
+
+logging.getLogger("absl").addFilter(_DropConfigDump())
+
 SPLIT = "examples"   # the one TFDS split each builder writes ("all" is reserved by TFDS)
 FILE_FORMAT = "array_record"
 
@@ -130,6 +143,12 @@ class DnhBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   def parallel_map(self, fn: Callable, items: Sequence) -> Iterator:
     return parallel_map(fn, items, self.num_workers)
 
+  def _log_download_bytes(self) -> None:   # TFDS prints "Downloading and preparing ..."
+    logging.info("Building %s into %s", self.info.full_name, self.data_path)
+
+  def _log_download_done(self) -> None:
+    logging.info("Built %s", self.data_path)
+
   @tfds.core.utils.classproperty
   @classmethod
   def url_infos(cls):
@@ -215,9 +234,13 @@ def prepare(builder: DnhBuilder, *, expected_examples: int | None = None) -> Dnh
       builder.download_and_prepare(file_format=FILE_FORMAT)
     except OSError:
       if not is_prepared(builder):
+        _remove_empty_dirs(builder)
         raise
       logging.info("Another process finished %s first; reading its copy",
                    builder.info.full_name)
+    except BaseException:
+      _remove_empty_dirs(builder)   # a failed build leaves no empty dataset folder behind
+      raise
     builder = type(builder)(config=builder.builder_config,
                             data_dir=os.fspath(builder.data_dir_root),
                             file_format=FILE_FORMAT)
@@ -228,6 +251,16 @@ def prepare(builder: DnhBuilder, *, expected_examples: int | None = None) -> Dnh
           f"Dataset {builder.data_path} holds {found} examples, expected "
           f"{expected_examples}; delete that directory to rebuild it")
   return builder
+
+
+def _remove_empty_dirs(builder: DnhBuilder) -> None:
+  """Removes the dataset's version / config / name folders if a failed build left them
+  empty (never the data_dir itself, never anything holding a file)."""
+  root = os.path.abspath(os.fspath(builder.data_dir_root))
+  path = os.path.abspath(os.fspath(builder.data_path))
+  while path.startswith(root + os.sep) and os.path.isdir(path) and not os.listdir(path):
+    os.rmdir(path)
+    path = os.path.dirname(path)
 
 
 def read_arrays(builder: DnhBuilder, chunk: int = 1024) -> dict[str, np.ndarray]:

@@ -10,6 +10,10 @@ Only subsets whose labels map faithfully onto the vocabularies of `dnh_jax.data.
 are offered (`SUBSETS`). The others have no modality/organ/disease meaning here (pathology,
 dermatoscopy, blood cells, fundus grading, organ-segmentation crops) and are rejected with
 the list of supported names.
+
+Every read names the file and key when it refuses: a truncated or non-npz file, object
+(pickled) arrays, images that are not uint8-valued (floats are accepted only when they hold
+the integers 0..255, so every part is windowed alike), non-integer labels.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import zipfile
 from typing import Any, Iterator
 
 import numpy as np
@@ -113,16 +118,52 @@ def _check_keys(path: str, keys) -> None:
                      f"npz must hold {list(NPZ_KEYS)}; found {sorted(keys)}")
 
 
-def check_npz(path: str) -> None:
-  """Raises a ValueError naming `path` if it is unreadable or lacks a MedMNIST key."""
+def _open(path: str):
+  """np.load of an npz, with one-line errors naming the file."""
   try:
     archive = np.load(path, allow_pickle=False)
-  except (OSError, ValueError, EOFError) as e:
-    raise ValueError(f"{path} is not a readable npz file: {e}") from e
+  except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+    raise ValueError(f"{path} is not a readable npz file (truncated or not an npz): "
+                     f"{type(e).__name__}: {e}") from e
   if not isinstance(archive, np.lib.npyio.NpzFile):
     raise ValueError(f"{path} holds a single array, not an npz archive with keys "
                      f"{list(NPZ_KEYS)}")
-  with archive:
+  return archive
+
+
+def _array(archive, path: str, key: str) -> np.ndarray:
+  """archive[key] with one-line errors naming the file and key (object arrays, damage)."""
+  try:
+    value = archive[key]
+  except ValueError as e:
+    if "allow_pickle" in str(e):
+      raise ValueError(f"{path}: {key} is an object (pickled) array; expected a numeric "
+                       "array (object arrays are never loaded: they can run code)") from None
+    raise ValueError(f"{path}: {key} cannot be read: {e}") from e
+  except (OSError, EOFError, zipfile.BadZipFile, zipfile.error) as e:
+    raise ValueError(f"{path}: {key} cannot be read (truncated or damaged): "
+                     f"{type(e).__name__}: {e}") from e
+  if value.dtype.kind not in "biuf":
+    raise ValueError(f"{path}: {key} has dtype {value.dtype}; expected numbers")
+  return value
+
+
+def _images_to_uint8(path: str, key: str, images: np.ndarray) -> np.ndarray:
+  """MedMNIST images are uint8; other dtypes are accepted only when every value is an
+  integer in 0..255 (then cast exactly), so every part is windowed the same way."""
+  if images.dtype == np.uint8:
+    return images
+  finite = np.isfinite(images) if images.dtype.kind == "f" else np.ones(images.shape, bool)
+  if (finite.all() and np.all(images == np.round(images)) and images.min(initial=0) >= 0
+      and images.max(initial=0) <= 255):
+    return images.astype(np.uint8)
+  raise ValueError(f"{path}: {key} has dtype {images.dtype} with values outside the "
+                   "integers 0..255; expected uint8 images as MedMNIST ships them")
+
+
+def check_npz(path: str) -> None:
+  """Raises a ValueError naming `path` if it is unreadable or lacks a MedMNIST key."""
+  with _open(path) as archive:
     _check_keys(path, archive.files)
 
 
@@ -130,26 +171,30 @@ def load_npz(path: str, subset_name: str) -> list[tuple[str, np.ndarray, np.ndar
   """Reads and validates one MedMNIST npz.
 
   Returns:
-    [(part, images [N, H, W(, C)], labels)] for part in train, val, test.
+    [(part, images uint8[N, H, W(, C)], labels)] for part in train, val, test.
 
   Raises:
-    ValueError: naming the file and the missing key / bad shape.
+    ValueError: naming the file and the key: missing, truncated, object array, images not
+      uint8-valued, non-integer or out-of-range labels, bad shapes.
   """
   subset = SUBSETS[subset_name]
-  try:
-    archive = np.load(path, allow_pickle=False)
-  except (OSError, ValueError, EOFError) as e:
-    raise ValueError(f"{path} is not a readable npz file: {e}") from e
-  with archive:
+  with _open(path) as archive:
     _check_keys(path, archive.files)
     out = []
     for part in PARTS:
-      images = archive[f"{part}_images"]
+      key = f"{part}_images"
+      images = _array(archive, path, key)
       if images.ndim not in (3, 4):
-        raise ValueError(f"{path}: {part}_images has shape {images.shape}; expected "
+        raise ValueError(f"{path}: {key} has shape {images.shape}; expected "
                          "[N, H, W] or [N, H, W, C]")
-      labels = _labels_to_examples(path, f"{part}_labels", archive[f"{part}_labels"],
-                                   subset, len(images))
+      images = _images_to_uint8(path, key, images)
+      labels = _array(archive, path, f"{part}_labels")
+      if labels.dtype.kind == "f":
+        if not np.all(np.isfinite(labels)) or np.any(labels != np.round(labels)):
+          bad = labels[~np.isfinite(labels) | (labels != np.round(labels))].flat[0]
+          raise ValueError(f"{path}: {part}_labels holds the non-integer label {bad}; "
+                           "expected integer class ids (or 0/1 multi-hot)")
+      labels = _labels_to_examples(path, f"{part}_labels", labels, subset, len(images))
       out.append((part, images, labels))
   return out
 
