@@ -28,6 +28,8 @@ def _images(b=8, size=32, seed=0):
 def test_views_are_deterministic_per_key():
   x = _images()
   for name, (train_view, test_view) in views.VIEWS.items():
+    train_view = jax.jit(train_view, static_argnums=2)
+    test_view = jax.jit(test_view, static_argnums=1)
     a = train_view(jax.random.key(3), x, 8)
     b = train_view(jax.random.key(3), x, 8)
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=name)
@@ -36,9 +38,9 @@ def test_views_are_deterministic_per_key():
       c = train_view(jax.random.key(4), x, 8)
       assert not np.allclose(np.asarray(a), np.asarray(c)), name
   # The step keys the trainer uses: fold_in(key, step) gives a new view every step.
-  k = jax.random.key(0)
-  s0 = views.contrast_randomize(jax.random.fold_in(k, 0), x)
-  s1 = views.contrast_randomize(jax.random.fold_in(k, 1), x)
+  k, contrast = jax.random.key(0), jax.jit(views.contrast_randomize)
+  s0 = contrast(jax.random.fold_in(k, 0), x)
+  s1 = contrast(jax.random.fold_in(k, 1), x)
   assert not np.allclose(np.asarray(s0), np.asarray(s1))
 
 
@@ -49,12 +51,12 @@ def test_contrast_view_statistics():
   table folds the grey scale, which lowers the linear correlation of some draws)."""
   x = _images(b=1)
   flat_x = np.asarray(x).reshape(-1)
-  corrs = []
-  for i in range(64):
-    y = np.asarray(views.contrast_randomize(jax.random.key(i), x))
-    assert y.min() == pytest.approx(0.0, abs=1e-6) and y.max() == pytest.approx(1.0, abs=1e-6)
-    corrs.append(np.corrcoef(flat_x, y.reshape(-1))[0, 1])
-  corrs = np.asarray(corrs)
+  draws = jax.jit(jax.vmap(lambda k: views.contrast_randomize(k, x)))(
+      jax.random.split(jax.random.key(0), 64))
+  draws = np.asarray(draws).reshape(64, -1)
+  np.testing.assert_allclose(draws.min(axis=1), 0.0, atol=1e-6)
+  np.testing.assert_allclose(draws.max(axis=1), 1.0, atol=1e-6)
+  corrs = np.asarray([np.corrcoef(flat_x, y)[0, 1] for y in draws])
   assert abs(corrs.mean()) < 0.25, corrs.mean()
   assert np.mean(np.abs(corrs)) > 0.25, np.mean(np.abs(corrs))
   assert (corrs < -0.3).any() and (corrs > 0.3).any()   # inverted as well as kept
@@ -89,19 +91,16 @@ def test_lut_gamma_bias_blur_statistics():
 def test_patch_shuffle_keeps_tiles_and_removes_layout():
   x = _images(b=4)
   y = np.asarray(views.patch_shuffle(jax.random.key(0), x, 8))
-  tiles = lambda a: np.sort(np.asarray(views._tiles(jnp.asarray(a), 8)).reshape(4, 16, -1),
-                            axis=1)
   # The same tiles, each intact, in another order.
   xt = np.asarray(views._tiles(x, 8)).reshape(4, 16, -1)
   yt = np.asarray(views._tiles(jnp.asarray(y), 8)).reshape(4, 16, -1)
   for i in range(4):
     assert sorted(map(bytes, xt[i])) == sorted(map(bytes, yt[i]))
   assert not np.allclose(y, np.asarray(x))
-  del tiles
   # Layout is gone: averaged over draws, every position holds the image's mean tile.
   one = x[:1]
-  mean = np.mean([np.asarray(views.patch_shuffle(jax.random.key(i), one, 8))
-                  for i in range(400)], axis=0)
+  mean = np.asarray(jax.jit(jax.vmap(lambda k: views.patch_shuffle(k, one, 8)))(
+      jax.random.split(jax.random.key(0), 400))).mean(axis=0)
   tile_mean = np.asarray(views._tiles(one, 8)).mean(axis=1)          # [1, 8, 8, 1]
   per_position = np.asarray(views._tiles(jnp.asarray(mean), 8))[0]    # [16, 8, 8, 1]
   assert np.abs(per_position - tile_mean[0]).max() < 0.06

@@ -93,6 +93,8 @@ class SmallCNN(nn.Module):
     mixstyle_p: > 0: `mixstyle` after each of the first `mixstyle_layers` convolutions
       in training, with this probability (needs a "mixstyle" rng); 0: off.
     mixstyle_layers: how many early layers mix.
+    pool: "flatten" (keeps the layout) or "mean" (global average: a bag of local
+      features whose receptive field is about 15 px, blind to where they are).
     dtype: compute dtype (parameters stay float32).
   """
 
@@ -100,6 +102,7 @@ class SmallCNN(nn.Module):
   features: int = 256
   mixstyle_p: float = 0.0
   mixstyle_layers: int = 2
+  pool: str = "flatten"
   dtype: Dtype = jnp.float32
 
   @nn.compact
@@ -117,7 +120,7 @@ class SmallCNN(nn.Module):
       x = nn.relu(_conv(width, 3, 2, self.dtype, name=f"conv{i}", lowering="xla")(x))
       if mix and i < self.mixstyle_layers:
         x = mixstyle(self.make_rng("mixstyle"), x, self.mixstyle_p)
-    x = x.reshape(x.shape[0], -1)
+    x = x.mean(axis=(1, 2)) if self.pool == "mean" else x.reshape(x.shape[0], -1)
     return nn.relu(nn.Dense(self.features, dtype=self.dtype, name="fc")(x))
 
 
@@ -280,6 +283,13 @@ def small_cnn(dtype: Dtype = jnp.float32, name: str | None = None,
   return SmallCNN(mixstyle_p=mixstyle_p, dtype=dtype, name=name)
 
 
+def small_cnn_gap(dtype: Dtype = jnp.float32, name: str | None = None,
+                  mixstyle_p: float = 0.0) -> SmallCNN:
+  """SmallCNN with global average pooling: local texture, not layout (objective 4's
+  modality network)."""
+  return SmallCNN(mixstyle_p=mixstyle_p, pool="mean", dtype=dtype, name=name)
+
+
 def alexnet(dtype: Dtype = jnp.float32, name: str | None = None) -> AlexNet:
   """AlexNet-style network with its defaults (4096 features)."""
   return AlexNet(dtype=dtype, name=name)
@@ -288,6 +298,7 @@ def alexnet(dtype: Dtype = jnp.float32, name: str | None = None) -> AlexNet:
 # model.backbone -> constructor(dtype=..., name=...) returning a fresh (unbound) module.
 BACKBONES: dict[str, Callable[..., nn.Module]] = {
     "small_cnn": small_cnn,
+    "small_cnn_gap": small_cnn_gap,
     "alexnet": alexnet,
     "resnet18": resnet18,
     "resnet50": resnet50,
@@ -301,7 +312,7 @@ def get_backbone(name: str, dtype: Dtype = jnp.float32,
   if name not in BACKBONES:
     raise ValueError(f"model.backbone={name!r} is not valid; choose one of {sorted(BACKBONES)}")
   if mixstyle_p > 0:
-    if name != "small_cnn":
+    if name not in ("small_cnn", "small_cnn_gap"):
       raise ValueError(f"model.mixstyle={mixstyle_p} needs model.backbone='small_cnn'; "
                        f"{name!r} has no MixStyle layers")
     return BACKBONES[name](dtype=dtype, name=module_name, mixstyle_p=mixstyle_p)
