@@ -406,6 +406,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     writer.close()
   if jax.process_index() == 0 and "stopped_at_step" not in results:
     atomic_write_json(os.path.join(workdir, "results.json"), results)
+    from dnh_jax.report import run_report  # pylint: disable=g-import-not-at-top  (upper layer)
+    run_report.write_after_run(config, workdir, splits)  # config.report.html; never raises
   return results
 
 

@@ -325,3 +325,36 @@ def test_export_faiss_equals_search(gallery_index, retriever, splits, tmp_path, 
   res = search_lib.search(ix, codes, "all", 20)
   np.testing.assert_array_equal(d_f, res.distances)
   np.testing.assert_array_equal(ids_f, res.ids)
+
+
+# ----------------------------------------------------------------------------- run report
+
+def test_run_report_written_at_end_of_run(workdir):
+  """train_and_evaluate wrote report.html; its numbers equal the trainer's results."""
+  page = open(os.path.join(workdir, "report.html"), encoding="utf-8").read()
+  assert page.startswith("<!DOCTYPE html>") and "results.json" in page
+  sources = re.findall(r"<img src='([^']+)'", page)
+  expected = {"pr_radius.png", "pr_rank.png", "metrics_at_k.png", "distances.png",
+              "held_out.png"} | {f"grid_{p}.png" for p in ("all", "modality", "organ", "disease")}
+  assert set(sources) == expected
+  for name in sources:  # every image the page references exists and is a real figure
+    path = os.path.join(workdir, name)
+    assert os.path.getsize(path) > 10_000, name
+    with Image.open(path) as im:
+      assert im.format == "PNG" and im.width >= 500 and len(im.convert("L").getcolors(2**16)) > 20
+  numbers = json.load(open(os.path.join(workdir, "report.json")))
+  results = json.load(open(os.path.join(workdir, "results.json")))
+  ks = numbers["ks"]
+  for spec, prefix in (("all", "test/"), ("organ", "test/organ/"), ("modality", "test/modality/")):
+    for metric in ("mAP", "nDCG"):
+      got = numbers["preferences"][spec][metric][ks.index(10)]
+      assert got == pytest.approx(results[f"{prefix}{metric}@10"], abs=1e-9), (spec, metric)
+  held = numbers["groups"]["all"]["held-out"]["mAP"][ks.index(10)]
+  assert held == pytest.approx(results["test/held_out/mAP@10"], abs=1e-9)
+
+
+def test_report_command_errors(tmp_path, capsys):
+  from dnh_jax.report import __main__ as report_main  # pylint: disable=g-import-not-at-top
+  assert report_main.main([f"--workdir={tmp_path / 'none'}"]) == 2
+  err = capsys.readouterr().err
+  assert "does not exist" in err and len(err.strip().splitlines()) == 1

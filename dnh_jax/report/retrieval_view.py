@@ -137,48 +137,38 @@ def _status(hit: dict, preferred: Sequence[str]) -> str:
   return GREEN if all(flags) else RED
 
 
+def _font(size: int):
+  """DejaVu Sans (shipped with matplotlib: has the check and cross marks) at `size` px."""
+  from PIL import ImageFont  # pylint: disable=g-import-not-at-top
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  return ImageFont.truetype(os.path.join(matplotlib.get_data_path(), "fonts", "ttf",
+                                         "DejaVuSans.ttf"), size)
+
+
 def write_grid(path: str, data: dict, query_images: Sequence[np.ndarray], index,
-               *, title: str = "") -> None:
+               *, title: str = "", thumb: int = 112) -> None:
   """PNG: one row per query, the query then its top k as thumbnails, each labelled with
   its labels (green check: same as the query, red cross: different) and its distances;
-  the frame is green when every preferred characteristic matches, red when one does not."""
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use("Agg")
-  from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
+  the frame is green when every preferred characteristic matches, red when one does not.
+  Drawn with PIL (a matplotlib figure of 40 axes takes seconds)."""
+  from PIL import Image, ImageDraw  # pylint: disable=g-import-not-at-top
   queries = data["queries"]
   k = max(len(q["results"]) for q in queries)
   names = list(queries[0]["labels"])
-  # Sizes in inches: a square image cell of side `a`, under it the text lines; the gaps
-  # between rows are made to hold that text (tight_layout ignores text outside axes).
-  rows, cols, a, line = len(queries), k + 1, 1.45, 0.13
-  text_h, title_h, top_h = line * (len(names) + 2) + 0.08, 0.22, 0.62
-  width = cols * a * 1.06 + 0.2
-  height = rows * a + (rows - 1) * (text_h + title_h) + top_h + text_h + 0.05
-  fig, axes = plt.subplots(rows, cols, squeeze=False, figsize=(width, height))
-  fig.subplots_adjust(left=0.1 / width, right=1 - 0.1 / width, top=1 - top_h / height,
-                      bottom=(text_h + 0.05) / height, wspace=0.06,
-                      hspace=(text_h + title_h) / a)
-  line_h = line / a
+  font, small = _font(12), _font(11)
+  pad, frame, line = 10, 3, 14
+  rows = []
   for qi, q in enumerate(queries):
-    cells = [(None, query_images[qi])] + [(h, item_image(index, h["position"]))
-                                          for h in q["results"]]
-    for ci, ax in enumerate(axes[qi]):
-      ax.set_xticks([])
-      ax.set_yticks([])
-      if ci >= len(cells):
-        ax.axis("off")
-        continue
-      hit, image = cells[ci]
-      ax.imshow(image if image is not None else np.zeros((8, 8)), cmap="gray", vmin=0, vmax=255,
-                interpolation="nearest")
+    cells = []
+    for hit in [None] + q["results"]:
       if hit is None:
-        head, colour = "QUERY", "#0969da"
+        head, colour, image = "QUERY", "#0969da", query_images[qi]
         text = [(f"{n}: {_cell(q['labels'][n])}", "black") for n in names]
         if q["labels_source"] == "predicted":
           text.append(("(labels predicted)", GREY))
       else:
-        head = f"#{hit['rank']} id {hit['id']}  d={hit['distance']}"
-        colour = _status(hit, data["preferred"])
+        head = f"#{hit['rank']}  id {hit['id']}  d={hit['distance']}"
+        colour, image = _status(hit, data["preferred"]), item_image(index, hit["position"])
         text = []
         for n in names:
           m = hit["match"][n]
@@ -187,20 +177,40 @@ def write_grid(path: str, data: dict, query_images: Sequence[np.ndarray], index,
                        GREY if m is None else (GREEN if m else RED)))
         text.append(("d " + " ".join(f"{s[:3]}={v}" for s, v in
                                      hit["subcode_distances"].items()), "black"))
-      for side in ax.spines.values():
-        side.set_edgecolor(colour)
-        side.set_linewidth(3)
-      ax.set_title(head, fontsize=6.5, color=colour if hit is None else "black")
-      for li, (t, c) in enumerate(text):
-        ax.text(0.0, -0.06 - li * line_h, t, transform=ax.transAxes, fontsize=6, color=c,
-                va="top", ha="left")
+      cells.append((hit, head, colour, image, text))
+    rows.append(cells)
+  measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+  text_w = max(measure.textlength(t, font=small) for cells in rows for c in cells
+               for t, _ in c[4])
+  lines = max(len(c[4]) for cells in rows for c in cells)
+  head_h, text_h = 18, line * lines + 6
+  cell_w = int(max(thumb + 2 * frame, text_w)) + pad
+  cell_h = head_h + thumb + 2 * frame + text_h + pad
+  top = 44
+  width, height = pad + (k + 1) * cell_w, top + len(queries) * cell_h
+  canvas = Image.new("RGB", (width, height), "white")
+  draw = ImageDraw.Draw(canvas)
   pref = data["preference"]
-  fig.suptitle(title or (f"preference {pref['spec']!r}: top {k} of {data['index_items']}\n"
-                         "frame green = every preferred characteristic matches"), fontsize=8,
-               y=1 - 0.05 / height, va="top")
+  draw.text((pad, 6), title or (f"preference {pref['spec']!r}: top {k} of "
+                                f"{data['index_items']} items"), fill="black", font=_font(14))
+  draw.text((pad, 25), "frame green: every preferred characteristic matches the query's; "
+            f"{MATCH} same label, {MISMATCH} different; d: ranking distance, then per sub-code",
+            fill=GREY, font=small)
+  for qi, cells in enumerate(rows):
+    y0 = top + qi * cell_h
+    for ci, (hit, head, colour, image, text) in enumerate(cells):
+      x0 = pad + ci * cell_w
+      draw.text((x0, y0), head, fill=colour if hit is None else "black", font=font)
+      draw.rectangle((x0, y0 + head_h, x0 + thumb + 2 * frame - 1,
+                      y0 + head_h + thumb + 2 * frame - 1), fill=colour)
+      pixels = np.zeros((8, 8), np.uint8) if image is None else np.asarray(image, np.uint8)
+      canvas.paste(Image.fromarray(pixels).convert("RGB").resize(
+          (thumb, thumb), Image.Resampling.NEAREST), (x0 + frame, y0 + head_h + frame))
+      ty = y0 + head_h + thumb + 2 * frame + 3
+      for li, (t, c) in enumerate(text):
+        draw.text((x0, ty + li * line), t, fill=c, font=small)
   buf = io.BytesIO()
-  fig.savefig(buf, format="png", dpi=110)
-  plt.close(fig)
+  canvas.save(buf, format="PNG", optimize=True)
   atomic_write_bytes(path, buf.getvalue())
 
 
