@@ -249,7 +249,10 @@ class Retriever:
   def outputs(self, images) -> dict:
     """Model outputs (numpy) of uint8 images [N, S, S, 1], in padded fixed-size batches."""
     images = self.check_images(images)
-    n, b = len(images), self.batch_size
+    n = len(images)
+    # Batches of `batch_size`; fewer images are padded to the next power of two only, so a
+    # single query costs one small batch and at most log2(batch_size) shapes compile.
+    b = min(self.batch_size, 1 << max(n - 1, 0).bit_length())
     parts = []
     for start in range(0, max(n, 1), b):
       chunk = images[start:start + b]
