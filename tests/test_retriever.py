@@ -70,7 +70,8 @@ def splits(retriever):
 @pytest.fixture(scope="session")
 def image_tree(tmp_path_factory, splits, retriever):
   """12 query-split images as 64 px PNGs in the <modality>/<organ>/<disease> layout; an
-  unlabelled 16-bit .npy, 16-bit TIFF and RGB JPEG; a broken PNG and a text file."""
+  unlabelled 16-bit .npy, 16-bit TIFF, RGB JPEG and DICOM (pydicom's CT_small.dcm); a
+  broken PNG and a text file."""
   root = tmp_path_factory.mktemp("images")
   q = splits.data["query"]
   for i in range(12):
@@ -82,6 +83,8 @@ def image_tree(tmp_path_factory, splits, retriever):
   np.save(root / "misc" / "raw.npy", q.images[20, ..., 0].astype(np.uint16) * 100)
   Image.fromarray(q.images[21, ..., 0].astype(np.uint16) * 200).save(root / "misc" / "scan.tif")
   Image.fromarray(np.repeat(q.images[22], 3, axis=-1)).save(root / "misc" / "photo.jpg")
+  from pydicom.data import get_testdata_file  # pylint: disable=g-import-not-at-top
+  shutil.copy(get_testdata_file("CT_small.dcm", download=False), root / "misc" / "ct.dcm")
   (root / "misc" / "broken.png").write_bytes(b"not a png")
   (root / "misc" / "notes.txt").write_text("x")
   return root
@@ -177,12 +180,12 @@ def test_build_append_and_load(workdir, retriever, image_tree, tmp_path, capsys,
   rc, stdout, err = cli(capsys, "build", f"--workdir={workdir}", f"--out={out}",
                         f"--images={image_tree}")
   assert rc == 0, err
-  assert "added 15 items" in stdout and "2 skipped" in stdout
+  assert "added 16 items" in stdout and "2 skipped" in stdout
   assert re.search(r"skipped .*broken\.png: .*not a readable image", stdout)
   assert re.search(r"skipped .*notes\.txt: unsupported extension", stdout)
   assert "items/s, ETA" in err
   ix = GalleryIndex.load(out, expect_fingerprints=retriever.fingerprints)
-  assert len(ix) == 15 and ix.thumbnails.shape == (15, 32, 32)
+  assert len(ix) == 16 and ix.thumbnails.shape == (16, 32, 32)
   assert ix.fingerprints["config"] == retriever.fingerprints["config"]
   raw = list(ix.paths).index(str(image_tree / "misc" / "raw.npy"))
   assert all(ix.labels[n][raw] == -1 for n in retriever.schema.names)  # unlabelled
@@ -200,11 +203,11 @@ def test_build_append_and_load(workdir, retriever, image_tree, tmp_path, capsys,
                       lambda self, images: encoded.append(len(images)) or original(self, images))
   rc, stdout, _ = cli(capsys, "build", f"--workdir={workdir}", f"--out={out}",
                       f"--images={image_tree}", "--append")
-  assert rc == 0 and "added 1 items" in stdout and "15 already in the index" in stdout
+  assert rc == 0 and "added 1 items" in stdout and "16 already in the index" in stdout
   assert encoded == [1]  # only the new file was encoded
   both = GalleryIndex.load(out)
-  assert len(both) == 16 and len(set(both.ids.tolist())) == 16
-  np.testing.assert_array_equal(both.codes[:15], ix.codes)
+  assert len(both) == 17 and len(set(both.ids.tolist())) == 17
+  np.testing.assert_array_equal(both.codes[:16], ix.codes)
 
   other = GalleryIndex.load(out)
   other.fingerprints["model"] = "0" * 64
