@@ -11,7 +11,6 @@ import json
 import os
 import re
 import shutil
-import zipfile
 
 import jax
 import numpy as np
@@ -21,7 +20,7 @@ from PIL import Image
 from dnh_jax import config_lib
 from dnh_jax import data as data_lib
 from dnh_jax import index as index_cli
-from dnh_jax.retrieval import GalleryIndex, IndexFileError, pack_codes, unpack_codes
+from dnh_jax.retrieval import GalleryIndex, pack_codes, unpack_codes
 from dnh_jax.retrieval import search as search_lib
 from dnh_jax.retrieval.retriever import CheckpointError, Retriever
 
