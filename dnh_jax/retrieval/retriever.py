@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import logging
 import os
 from typing import Any, Sequence
 
@@ -100,10 +101,15 @@ def restore_variables(path: str, abstract_variables: dict, *, what: str) -> dict
   checked against the model's own shapes first, so a checkpoint of another model fails
   with the first differing parameters instead of an Orbax traceback.
   """
+  absl_logger = logging.getLogger("absl")
+  level = absl_logger.level
+  absl_logger.setLevel(logging.ERROR)  # the item folder has no step metadata: a warning
   try:
     meta = ocp.StandardCheckpointer().metadata(path)
   except Exception as e:  # pylint: disable=broad-except  (Orbax raises many kinds)
     raise CheckpointError(f"{path}: unreadable checkpoint ({type(e).__name__}: {e})") from e
+  finally:
+    absl_logger.setLevel(level)
   tree = getattr(meta, "item_metadata", meta)
   tree = getattr(tree, "tree", tree)
   try:
