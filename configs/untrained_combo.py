@@ -168,7 +168,7 @@ def get_config(arg=None):
   c.eval.preferences = PREFERENCES
   c.eval.query_groups = ("held_out",)
   c.eval.subcode_knn = 10
-  c.report = ml_collections.ConfigDict({"table": "held_out"})
+  c.report.table = "held_out"
   if a.quick:
     quick(c)
   if a.steps:

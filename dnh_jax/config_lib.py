@@ -7,6 +7,7 @@ error listing what is valid (big_vision's parse_arg, made strict).
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from typing import Any, Mapping, Sequence
@@ -179,11 +180,59 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.report = ml_collections.ConfigDict()
   c.report.table = ""              # "" generic results table | "held_out" (untrained combos)
+  c.report.html = True             # write <workdir>/report.html + figures at the end of a run
   e.batch_size = 256
 
   c.mesh = ml_collections.ConfigDict()
   c.mesh.data = -1                 # devices on the data axis (-1: all)
   return c
+
+
+def _from_json_value(value: Any) -> Any:
+  # config.json holds tuples as lists; every sequence field of a config is a tuple.
+  if isinstance(value, Mapping):
+    return ml_collections.ConfigDict({k: _from_json_value(v) for k, v in value.items()})
+  if isinstance(value, list):
+    return tuple(_from_json_value(v) for v in value)
+  return value
+
+
+def config_from_json(text: str | Mapping[str, Any], *, source: str = "config.json"
+                     ) -> ml_collections.ConfigDict:
+  """The config a run was trained with, read back from the `config.json` it wrote.
+
+  `config_from_json(config.to_json_best_effort()).to_dict() == config.to_dict()` for every
+  config of `configs/` (tested): lists become tuples again, sections ConfigDicts.
+
+  Args:
+    text: the JSON text, or the already parsed dict.
+    source: the file name, for error messages.
+
+  Raises:
+    ValueError: naming `source`, when it is not a JSON object.
+  """
+  try:
+    data = json.loads(text) if isinstance(text, (str, bytes)) else text
+  except json.JSONDecodeError as e:
+    raise ValueError(f"{source}: not valid JSON ({e})") from None
+  if not isinstance(data, Mapping):
+    raise ValueError(f"{source}: expected a JSON object (a config), got {type(data).__name__}")
+  return _from_json_value(data)
+
+
+def load_config_file(path: str) -> ml_collections.ConfigDict:
+  """`config_from_json` of a file (e.g. `<workdir>/config.json`)."""
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"{path} does not exist; expected the config.json a training "
+                            "run writes in its workdir")
+  with open(path, encoding="utf-8") as f:
+    return config_from_json(f.read(), source=path)
+
+
+def default_data_dir(config) -> str:
+  """Where TFDS builders write: config.data.data_dir, $DNH_DATA_DIR, or a user cache."""
+  return (config.data.data_dir or os.environ.get("DNH_DATA_DIR")
+          or os.path.join(os.path.expanduser("~"), ".cache", "dnh_jax", "tfds"))
 
 
 def default_workdir(config_arg: str) -> str:

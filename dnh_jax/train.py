@@ -24,6 +24,7 @@ import optax
 from absl import logging
 
 from dnh_jax import checkpointing
+from dnh_jax import config_lib
 from dnh_jax import metric_writing
 from dnh_jax import parallel
 from dnh_jax import data as data_lib
@@ -363,10 +364,7 @@ def _log(msg: str):
   logging.info(msg)
 
 
-def default_data_dir(config) -> str:
-  """Where TFDS builders write: config.data.data_dir, $DNH_DATA_DIR, or a user cache."""
-  return (config.data.data_dir or os.environ.get("DNH_DATA_DIR")
-          or os.path.join(os.path.expanduser("~"), ".cache", "dnh_jax", "tfds"))
+default_data_dir = config_lib.default_data_dir  # one rule, shared with the retrieval app
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
@@ -426,6 +424,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     writer.close()
   if jax.process_index() == 0 and "stopped_at_step" not in results:
     atomic_write_json(os.path.join(workdir, "results.json"), results)
+    from dnh_jax.report import run_report  # pylint: disable=g-import-not-at-top  (upper layer)
+    run_report.write_after_run(config, workdir, splits)  # config.report.html; never raises
   return results
 
 

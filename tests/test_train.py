@@ -31,6 +31,7 @@ def tiny_config(steps=2, **overrides):
   c.train.warmup_steps = 0
   c.eval.ks = (10,)
   c.train.best_metric = "val/mAP@10"
+  c.report.html = False  # the run report is tested in test_retriever.py
   for key, value in overrides.items():
     node = c
     *path_, last = key.split(".")

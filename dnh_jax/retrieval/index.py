@@ -1,8 +1,9 @@
 """Persistent gallery index: packed codes, item ids, labels and code layout in one file.
 
 File format (version 1): a zip of .npy members written by numpy (no pickle):
-``codes`` uint32[N, W], ``ids`` int64[N], ``label/<name>`` per characteristic, and
-``manifest``, UTF-8 JSON holding the format name and version, num_bits, segments, the
+``codes`` uint32[N, W], ``ids`` int64[N], ``label/<name>`` per characteristic, optionally
+``paths`` (unicode[N], where each item came from) and ``thumbnails`` (uint8[N, S, S], the
+images the model encoded, for showing results), and ``manifest``, UTF-8 JSON holding the format name and version, num_bits, segments, the
 schema, fingerprints (e.g. of the model parameters and the config) and a SHA-256 of every
 array (dtype, shape and bytes). Files are written to a temporary name in the same folder
 and moved into place with `os.replace`, so a reader never sees a half-written index. Load
@@ -83,6 +84,10 @@ class GalleryIndex:
     segments: sub-code lengths (structured codes), or ().
     schema: the label schema, or None.
     fingerprints: e.g. {"model": ..., "config": ...} (see `fingerprint`).
+    paths: unicode[N] source of each item (a file, or "<dataset>:<split>/<id>"), or None.
+    thumbnails: uint8[N, S, S] the encoded images, or None.
+
+  Unknown labels (an unlabelled image) are -1 (single-label characteristics).
   """
 
   codes: np.ndarray
@@ -92,6 +97,8 @@ class GalleryIndex:
   segments: tuple[int, ...] = ()
   schema: Schema | None = None
   fingerprints: dict[str, str] = dataclasses.field(default_factory=dict)
+  paths: np.ndarray | None = None
+  thumbnails: np.ndarray | None = None
 
   def __post_init__(self):
     codes, bits = as_packed(np.asarray(self.codes), self.num_bits or None)
@@ -113,6 +120,18 @@ class GalleryIndex:
       raise ValueError(f"labels {sorted(self.labels)} do not match the schema's "
                        f"characteristics {list(self.schema.names)}")
     self.fingerprints = {str(k): str(v) for k, v in self.fingerprints.items()}
+    if self.paths is not None:
+      self.paths = np.asarray(self.paths, dtype=str).reshape(-1)
+      if self.paths.shape != (n,):
+        raise ValueError(f"paths: expected {n} entries like the codes, got {self.paths.shape}")
+    if self.thumbnails is not None:
+      self.thumbnails = np.asarray(self.thumbnails)
+      if self.thumbnails.ndim == 4 and self.thumbnails.shape[-1] == 1:
+        self.thumbnails = self.thumbnails[..., 0]
+      if (self.thumbnails.dtype != np.uint8 or self.thumbnails.ndim != 3
+          or self.thumbnails.shape[0] != n):
+        raise ValueError(f"thumbnails: expected uint8[{n}, S, S], got "
+                         f"{self.thumbnails.dtype}{list(self.thumbnails.shape)}")
 
   def __len__(self) -> int:
     return self.codes.shape[0]
@@ -141,6 +160,10 @@ class GalleryIndex:
   def _arrays(self) -> dict[str, np.ndarray]:
     arrays = {"codes": self.codes, "ids": self.ids}
     arrays.update({f"label/{k}": v for k, v in self.labels.items()})
+    if self.paths is not None:
+      arrays["paths"] = self.paths
+    if self.thumbnails is not None:
+      arrays["thumbnails"] = self.thumbnails
     return arrays
 
   def save(self, path: str) -> str:
@@ -220,7 +243,8 @@ class GalleryIndex:
               if name.startswith("label/")}
     return cls(codes=codes, ids=arrays["ids"], labels=labels,
                num_bits=manifest["num_bits"], segments=tuple(manifest["segments"]),
-               schema=schema, fingerprints=stored)
+               schema=schema, fingerprints=stored, paths=arrays.get("paths"),
+               thumbnails=arrays.get("thumbnails"))
 
   def to_faiss(self, path: str) -> str:
     """Writes a FAISS binary index (IndexBinaryIDMap over IndexBinaryFlat, item ids) to
