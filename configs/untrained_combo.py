@@ -62,6 +62,8 @@ PREFERENCES = ("all", "modality", "organ", "disease")
 # term may relate its sub-networks), the shared-trunk models use their objective-2 setting.
 # Training views of the (modality, organ, disease) networks (dnh_jax/models/views.py).
 VIEWS = {"none": (), "texture_contrast": ("patches", "contrast", "contrast"),
+         "texture_organ": ("patches", "contrast", "identity"),
+         "organ": ("identity", "contrast", "identity"),
          "contrast": ("identity", "contrast", "contrast"),
          "texture": ("patches", "identity", "identity")}
 WHOLE_WEIGHT = {"independent": 0.0, "structured": 1.0, "flat": 1.0}
