@@ -116,7 +116,7 @@ def get_config(arg=None):
       arg, model="independent", bits=48, pair_loss="dch", whole="auto",
       held_out=DEFAULT_HELD_OUT, val_held_out="auto", combinations="published",
       backbone="small_cnn",
-      stack_compute="auto", views="texture_contrast", adversary=0.0, mixstyle=0.0,
+      stack_compute="auto", views="texture_organ", adversary=0.0, mixstyle=0.0,
       steps=0, quick=False,
       choices={"model": MODELS, "pair_loss": PAIR_LOSSES, "backbone": BACKBONE_NAMES,
                "stack_compute": ("auto", "vmap", "unrolled"), "views": tuple(VIEWS),
@@ -146,6 +146,7 @@ def get_config(arg=None):
   c.model.classifier = True
   c.model.stack_compute = a.stack_compute
   c.model.views = VIEWS[a.views] if a.model == "independent" else ()
+  c.model.view_patch = 4        # 4 x 4 px tiles: chosen on the validation-transfer pair
   c.model.mixstyle = a.mixstyle
 
   whole = parse_whole(a.whole, a.model)

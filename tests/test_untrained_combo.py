@@ -83,6 +83,19 @@ def test_config_arguments_are_checked():
     load_config("model=flat,whole=0")
   with pytest.raises(config_lib.ConfigArgError, match="whole"):
     load_config("whole=lots")
+  # Views, the validation-transfer pair and the invariance terms.
+  c = load_config("views=none,val_held_out=none,adversary=0.5,mixstyle=0.3")
+  assert tuple(c.model.views) == () and tuple(c.data.val_held_out) == ()
+  assert c.loss.adversary == 0.5 and c.model.mixstyle == 0.3
+  assert tuple(load_config().model.views) == ("patches", "contrast", "identity")
+  assert load_config().model.view_patch == 4
+  assert tuple(load_config("model=flat").model.views) == ()
+  # auto skips a candidate that is a test pair.
+  assert tuple(load_config("held_out=MRI/chest+CT/brain").data.val_held_out) == ("XR/brain",)
+  with pytest.raises(config_lib.ConfigArgError, match="val_held_out"):
+    load_config("val_held_out=CT/brain")
+  with pytest.raises(config_lib.ConfigArgError, match="views"):
+    load_config("views=mixup")
 
 
 # ------------------------------------------------------------------------------- model
@@ -236,10 +249,25 @@ def test_held_out_combinations_absent_from_training_batches(tmp_path):
   proof = splits.manifest["held_out"]["examples_per_split"]
   assert all(n == 0 for s in ("train", "val_query", "val_gallery") for n in proof[s].values())
   assert all(n > 0 for s in ("query", "gallery") for n in proof[s].values())
+  # The validation-of-transfer pair: in the validation splits only, never a test pair.
+  val_pair = tuple(c.data.val_held_out)
+  assert val_pair == ("MRI/chest",) and not set(val_pair) & set(HELD_OUT)
+  val_pairs = {tuple(p.split("/")) for p in val_pair}
+  for split in ("train", "query", "gallery"):
+    assert not _pairs(splits.data[split].labels) & val_pairs, split
+  for split in ("val_query", "val_gallery"):
+    assert val_pairs <= _pairs(splits.data[split].labels), split
+  assert not seen_in_batches & val_pairs
+  val_proof = splits.manifest["validation_transfer"]["examples_per_split"]
+  assert all(n == 0 for s in ("train", "query", "gallery") for n in val_proof[s].values())
+  assert all(n > 0 for s in ("val_query", "val_gallery") for n in val_proof[s].values())
 
 
-def test_quick_run_writes_held_out_and_seen_metrics(tmp_path):
-  results = train.train_and_evaluate(tiny_config(), str(tmp_path))
+@pytest.mark.parametrize("views", ["texture_organ", "none"])
+def test_quick_run_writes_held_out_and_seen_metrics(tmp_path, views):
+  results = train.train_and_evaluate(tiny_config(f"quick,views={views}"), str(tmp_path))
+  # Validation reports the validation-transfer pair as its held-out group.
+  assert results["val/held_out/num_queries"] > 0 and results["val/seen/num_queries"] > 0
   on_disk = json.load(open(tmp_path / "results.json"))
   assert on_disk == pytest.approx(results)
   for group in ("held_out", "seen"):
