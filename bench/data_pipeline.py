@@ -29,6 +29,8 @@ from dnh_jax.data import phantom
 from dnh_jax.data.builders import base
 from dnh_jax.data.builders import get_builder
 
+import load_guard  # bench/load_guard.py: prints the load, refuses a loaded machine
+
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -36,7 +38,9 @@ def main():
   parser.add_argument("--image_size", type=int, default=64)
   parser.add_argument("--render_reference", type=int, default=300,
                       help="examples rendered directly for the reference rate")
+  load_guard.add_flag(parser)
   args = parser.parse_args()
+  load_guard.start(args)
   cfg = config_lib.base_config().data
   cfg.num_examples, cfg.image_size = args.num_examples, args.image_size
 

@@ -33,6 +33,8 @@ import jax.numpy as jnp
 
 from dnh_jax.retrieval import hamming  # pylint: disable=g-import-not-at-top
 
+import load_guard  # bench/load_guard.py: prints the load, refuses a loaded machine
+
 
 @functools.partial(jax.jit, static_argnames=("terms",))
 def _distance_only(q, grouped, terms):
@@ -56,7 +58,9 @@ def main(argv=None) -> int:
   parser.add_argument("--rounds", type=int, default=3)
   parser.add_argument("--threads", type=int, default=os.cpu_count(),
                       help="FAISS OpenMP threads (default: all cores)")
+  load_guard.add_flag(parser)
   args = parser.parse_args(argv)
+  guard = load_guard.start(args)
   try:
     import faiss  # pylint: disable=g-import-not-at-top
   except ImportError:
@@ -110,7 +114,7 @@ def main(argv=None) -> int:
     best = {name: max(r) for name, r in rates.items()}
     print(f"{bits:>5} {best['ours']:>10.0f} {best['faiss']:>10.0f} "
           f"{best['ours'] / best['faiss']:>10.2f} {best['dist']:>10.0f} "
-          f"{best['ours'] / best['dist']:>10.2f}  {exact}", flush=True)
+          f"{best['ours'] / best['dist']:>10.2f}  {exact}{guard.mark}", flush=True)
     del gallery_dev, layout, index
   peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
   print(f"peak resident memory: {peak:.0f} MiB")

@@ -20,6 +20,8 @@ import os
 import sys
 import time
 
+import load_guard  # bench/load_guard.py: prints the load, refuses a loaded machine
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
@@ -85,7 +87,9 @@ def main():
   parser.add_argument("--sizes", default="32,64")
   parser.add_argument("--batch", type=int, default=64)
   parser.add_argument("--backbones", default="small_cnn,resnet18")
+  load_guard.add_flag(parser)
   args = parser.parse_args()
+  load_guard.start(args)
   import jax  # pylint: disable=g-import-not-at-top
   print(f"backend {jax.default_backend()}: {jax.devices()[0].device_kind}; batch "
         f"{args.batch}, {args.steps} timed steps after 3 warm-ups", flush=True)

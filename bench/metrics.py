@@ -32,6 +32,8 @@ from dnh_jax.data.schema import Characteristic, Schema  # pylint: disable=g-impo
 from dnh_jax.evaluation.evaluator import evaluate_codes
 from dnh_jax.retrieval.codes import pack_codes
 
+import load_guard  # bench/load_guard.py: prints the load, refuses a loaded machine
+
 
 def reference_map(query_bits, query_onehot, gallery_bits, gallery_onehot) -> np.ndarray:
   """The published per-query loop, with a stable argsort (ties by gallery index)."""
@@ -56,7 +58,9 @@ def main(argv=None) -> int:
   parser.add_argument("--gallery", type=int, default=100_000)
   parser.add_argument("--bits", type=int, default=64)
   parser.add_argument("--classes", type=int, default=10)
+  load_guard.add_flag(parser)
   args = parser.parse_args(argv)
+  load_guard.start(args)
   rng = np.random.default_rng(0)
   centers = rng.choice([-1.0, 1.0], (args.classes, args.bits))
 

@@ -14,9 +14,9 @@ The model is the workdir's (--workdir) or, without one, an untrained model of
 configs/untrained_combo.py at --image-size px (speed does not depend on training).
 The gallery codes are random (speed does not depend on them either).
 
-The load average is printed before and after; the script refuses to run when the
-1-minute load is above 1.5 unless --allow-load is given, and then marks every figure as
-taken under load.
+The load average is printed before and after (bench/load_guard.py); the script refuses
+to run when the 1-minute load is above 1.5 unless --allow-load is given, and then marks
+every figure as taken under load.
 
     python bench/query_latency.py                      # 1,000,000 codes, 1,000 queries
     python bench/query_latency.py --gallery=10000 --queries=50 --build=64 --allow-load   # quick
@@ -34,7 +34,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-MAX_LOAD = 1.5
+import load_guard  # bench/load_guard.py: prints the load, refuses a loaded machine
 
 
 def _untrained_retriever(image_size: int):
@@ -78,17 +78,9 @@ def main(argv=None) -> int:
   p.add_argument("--k", type=int, default=10)
   p.add_argument("--repeats", type=int, default=20)
   p.add_argument("--build", type=int, default=2000, help="images for the build throughput")
-  p.add_argument("--allow-load", action="store_true",
-                 help=f"run even when the 1-minute load average is above {MAX_LOAD}")
+  load_guard.add_flag(p)
   args = p.parse_args(argv)
-  load_before = os.getloadavg()
-  print(f"load average before: {load_before[0]:.2f} {load_before[1]:.2f} {load_before[2]:.2f}")
-  under_load = load_before[0] > MAX_LOAD
-  if under_load and not args.allow_load:
-    print(f"refusing to run: 1-minute load {load_before[0]:.2f} > {MAX_LOAD} (other processes "
-          "would distort the timings); rerun on a quiet machine or pass --allow-load")
-    return 1
-  mark = "  [UNDER LOAD]" if under_load else ""
+  mark = load_guard.start(args).mark
 
   from PIL import Image  # pylint: disable=g-import-not-at-top
   from dnh_jax.retrieval import gallery  # pylint: disable=g-import-not-at-top
@@ -163,8 +155,6 @@ def main(argv=None) -> int:
     dt = time.perf_counter() - t0
     print(f"index build: {len(ix)} PNG files of 64 px -> {size} px codes: "
           f"{len(ix) / dt:.1f} images/s (read + convert + encode){mark}")
-  load_after = os.getloadavg()
-  print(f"load average after: {load_after[0]:.2f} {load_after[1]:.2f} {load_after[2]:.2f}")
   return 0
 
 

@@ -38,6 +38,8 @@ import time
 
 import numpy as np
 
+import load_guard  # bench/load_guard.py: prints the load, refuses a loaded machine
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BITS = 64
 WORDS = BITS // 32
@@ -196,7 +198,10 @@ def main(argv=None):
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--json", default="", help="also write the rows to this JSON file")
   parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+  load_guard.add_flag(parser)
   args = parser.parse_args(argv)
+  if not args.worker:   # the parent guards; its workers run under its own load
+    load_guard.start(args)
   if args.queries < 1 or args.k < 1:
     parser.error("--queries and --k must be positive")
   if args.k > min(args.sizes):

@@ -16,6 +16,8 @@ import os
 import sys
 import time
 
+import load_guard  # bench/load_guard.py: prints the load, refuses a loaded machine
+
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
@@ -133,14 +135,16 @@ def main():
   p.add_argument("--size", type=int, default=64)
   p.add_argument("--models", default="alexnet,resnet18")
   p.add_argument("--threads", type=int, default=os.cpu_count())
+  load_guard.add_flag(p)
   args = p.parse_args()
+  guard = load_guard.start(args)
   print(f"train step, batch {args.batch}, {args.size}x{args.size}x1, DPSH 16 bits, "
         f"{args.threads} threads, {args.steps} timed steps")
   print(f"{'model':<10}{'JAX ex/s':>12}{'PyTorch ex/s':>14}{'JAX/PyTorch':>13}")
   for backbone in args.models.split(","):
     j = jax_examples_per_sec(backbone, args.batch, args.size, args.steps)
     t = torch_examples_per_sec(backbone, args.batch, args.size, args.steps, args.threads)
-    print(f"{backbone:<10}{j:>12.1f}{t:>14.1f}{j / t:>12.2f}x", flush=True)
+    print(f"{backbone:<10}{j:>12.1f}{t:>14.1f}{j / t:>12.2f}x{guard.mark}", flush=True)
 
 
 if __name__ == "__main__":
