@@ -1,47 +1,69 @@
 """Retrieval of untrained characteristic combinations (objective 4) - the main command.
 
-Command (independent sub-networks, 16 + 16 + 16 bits, MedPhantom with three held-out
-(modality, organ) pairs; about 10 minutes on two CPU cores):
+Command (independent sub-networks with per-network training views, 16 + 16 + 16 bits,
+MedPhantom with three held-out (modality, organ) pairs; about 2-3 minutes on two CPU
+cores):
   python -m dnh_jax.main --config=configs/untrained_combo.py
 The comparisons, on exactly the same data and split (same seeds):
+  python -m dnh_jax.main --config=configs/untrained_combo.py:views=none
   python -m dnh_jax.main --config=configs/untrained_combo.py:model=structured
   python -m dnh_jax.main --config=configs/untrained_combo.py:model=flat
-Quick smoke run (about two minutes):
+Three seeds of all four, with mean and standard deviation (README's table):
+  python -m dnh_jax.ablate --config=configs/untrained_combo.py --seeds=0,1,2 \
+      --variants='base;views=none;model=structured;model=flat' --base=combinations=all
+Quick smoke run (under a minute):
   python -m dnh_jax.main --config=configs/untrained_combo.py:quick
 
-Protocol. MedPhantom renders the 15 published (modality, organ, disease) combinations plus
-every disease of the held-out pairs (default MRI/breast, CT/brain, US/chest: each
-modality and each organ of them is seen in training, never together). Held-out examples
-enter only the test query and gallery splits; `split_manifest.json` in the workdir counts
-them per split and the run fails if any reached train or validation. Checkpoints are
-selected on validation (seen combinations only), never on test.
+Protocol. MedPhantom renders the seen combinations (`combinations=`) plus every disease
+of the held-out pairs (default MRI/breast, CT/brain, US/chest: each modality and each
+organ of them is seen in training, never together) and of one validation-transfer pair.
+Held-out examples enter only the test query and gallery splits. The validation-transfer
+pair (`val_held_out=auto`: MRI/chest, or the next of VAL_CANDIDATES that is not a test
+pair) enters only val_query and val_gallery: validation then measures retrieval of a
+combination training never saw, without looking at a test pair, and the views and terms
+below were chosen on it. `split_manifest.json` counts both per split ("held_out",
+"validation_transfer") and the run fails if either leaked. Checkpoints are selected on
+validation (val/mAP@100), never on test.
 
 Models (`model=`), all with per-characteristic classifiers and DCH as the hashing loss:
   independent  one backbone + hash layer + classifier per characteristic, no shared
                parameter; loss structured_dch with whole=0: each sub-code is trained
-               only on its own characteristic (same / different label).
+               only on its own characteristic (same / different label). Each network
+               sees its own training view of the batch, computed on the device in the
+               jitted step (`dnh_jax/models/views.py`; `views=`):
+                 texture_organ (default)  modality: 4x4-px tiles shuffled (texture, no
+                                          anatomy); organ: contrast randomisation (random
+                                          intensity LUT, gamma, bias field, blur, noise:
+                                          anatomy, not grey levels); disease: identity
+                 texture_contrast         the same, and contrast randomisation for disease
+                 organ / contrast / texture / none   (see VIEWS)
+               At inference, contrast views are the identity and the tile shuffle is one
+               fixed permutation (views.py says why).
   structured   one shared trunk, three branches (objective 2): the same sub-code losses
                plus DCH on the whole code with full-label similarity (whole=1).
   flat         one shared trunk, one 48-bit code: DCH on full-label similarity.
 `whole=X` overrides the whole-code weight (e.g. model=structured,whole=0 isolates the
-effect of sharing the trunk).
+effect of sharing the trunk). Invariance terms, off by default (validation did not select
+them): adversary=W (a gradient-reversal adversary per sub-code predicting the other
+characteristics given its own label, `losses/invariance.py`), mixstyle=P (MixStyle in the
+first two convolutions, Zhou et al. ICLR 2021).
 
 Printed table (`dnh_jax.report.untrained_combo.held_out_table`): held-out vs seen queries,
 mAP@100 (relevant = the exact combination; preference rows: the preferred
 characteristic) and nDCG@100 (gain = number of matched characteristics), per preference
 (all, modality, organ, disease; the ranking weighs the sub-code distances by the
-preference), plus the k-NN accuracy of each sub-code: the majority label of a
-characteristic among the 10 Hamming-nearest gallery items *of seen pairs* on that
+preference), plus the k-NN accuracy of each sub-code: the label with the largest
+tie-aware vote among the 10 Hamming-nearest gallery items *of seen pairs* on that
 characteristic's sub-code alone (the whole code for a flat model) - a breast-MRI query is
 right on modality when its modality sub-code lands among brain MRIs.
 
 Other arguments: bits=48 (split equally), pair_loss=dch|dpsh|dsh|hashnet|csq|orthohash,
 held_out=MRI/breast+CT/brain+US/chest ('+'-separated MODALITY/organ pairs),
-combinations=published|all (the seen pairs: the 5 of the published collection, where each
-held-out modality is seen with a single organ, so modality and organ are confounded in
-training; or all 25 modality x organ pairs but the held-out ones, where they are not),
-backbone=small_cnn|alexnet|resnet18|resnet50, stack_compute=auto|vmap|unrolled
-(independent model), steps=N, quick.
+val_held_out=auto|none|PAIRS, combinations=published|all (the seen pairs: the 5 of the
+published collection, where each held-out modality is seen with a single organ, so
+modality and organ are confounded in training; or all 25 modality x organ pairs but the
+held-out ones, where they are not), backbone=small_cnn|alexnet|resnet18|resnet50,
+stack_compute=auto|vmap|unrolled (independent model), steps=N, quick.
 """
 
 import ml_collections
