@@ -1,4 +1,5 @@
-"""Multimorbidity hashing with a fuzzy inference layer (RESEARCH.md objective 3).
+"""Multimorbidity hashing with a fuzzy inference layer (objective 3; papers in
+dnh_jax/losses/multilabel.py).
 
 Data: the MedPhantom multi-label chest collection (13 ChestX-ray14 findings, several per
 image) by default, or NIH ChestX-ray14 from the user's copy. Model: trunk -> fuzzy
@@ -40,10 +41,11 @@ carry no finding and its soft similarity makes every pair with such an image dis
 """
 
 from dnh_jax import config_lib
+from dnh_jax.models.backbones import BACKBONES
 
 LOSS_NAMES = ("jaccard", "idhn", "dch", "csq")
 DATA_NAMES = ("medphantom", "chestxray14")
-BACKBONE_NAMES = ("default", "small_cnn", "alexnet", "resnet18", "resnet50")
+BACKBONE_NAMES = ("default",) + tuple(sorted(BACKBONES))  # "default": the data's own
 
 
 def get_config(arg=None):

@@ -24,6 +24,7 @@ _EXPORTS = {
     "SPLITS": "dnh_jax.data.pipeline",
     "SplitData": "dnh_jax.data.pipeline",
     "Splits": "dnh_jax.data.pipeline",
+    "default_data_dir": "dnh_jax.data.pipeline",
     "load_splits": "dnh_jax.data.pipeline",
     "write_manifest": "dnh_jax.data.pipeline",
 }
