@@ -50,7 +50,7 @@ Combination = tuple[str, str, str]
 
 def _phantom():
   # Imported on first build only: reading a cached dataset never needs the renderer.
-  from dnh_jax.data import phantom   # pylint: disable=g-import-not-at-top
+  from dnh_jax.data.medphantom import renderer as phantom   # pylint: disable=g-import-not-at-top
   return phantom
 
 
@@ -177,8 +177,8 @@ class MedPhantomChest(base.DnhBuilder, skip_registration=True):
 
 
 def _code_files(module_file: str) -> tuple[str, ...]:
-  # The renderer's modules (phantom.py, phantom_*.py): any edit means a new cache entry.
-  renderer = sorted(glob.glob(os.path.join(_DATA_DIR, "phantom*.py")))
+  # The renderer's modules (data/medphantom/*.py): any edit means a new cache entry.
+  renderer = sorted(glob.glob(os.path.join(_DATA_DIR, "medphantom", "*.py")))
   return base.shared_code_files() + (os.path.abspath(module_file),) + tuple(renderer)
 
 
