@@ -1,8 +1,8 @@
 """TFDS builders of the embedded MedPhantom collections (no download, fully seeded).
 
 * `MedPhantom`: single-label (modality, organ, disease) images, balanced over a set of
-  combinations: "published" (the 15 of schema.PUBLISHED_COMBINATIONS), "all" (every modality with every
-  organ and each of its diseases) or an explicit list "MRI/brain,US/breast" (pairs mean
+  combinations: "published" (the 15 of schema.PUBLISHED_COMBINATIONS), "all" (every
+  modality with every organ and each of its diseases) or an explicit list "MRI/brain,US/breast" (pairs mean
   every disease of the organ; "CT/chest/covid" names one combination). Held-out pairs
   (objective 4) are rendered too; `dnh_jax.data.pipeline` keeps them out of training.
 * `MedPhantomChest`: multi-label chest X-rays with the 13 ChestX-ray14 findings.

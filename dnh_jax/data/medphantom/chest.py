@@ -16,14 +16,15 @@ mask of where it is, so label fidelity can be checked.
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
 from dnh_jax.data import schema
-from dnh_jax.data.medphantom.core import (Blob, Capsule, Difficulty, Ellipse, F32, HalfPlane, circle,
-                                       clip01, cpow, rand_harmonics, smoothstep)
+from dnh_jax.data.medphantom.core import (Blob, Capsule, Difficulty, Ellipse, F32, HalfPlane,
+                                          circle, clip01, cpow, rand_harmonics, smoothstep)
 from dnh_jax.data.medphantom.paint import View, add_dome, dome, field
 
 _PI = math.pi
@@ -151,127 +152,206 @@ def _lung_point(lung, rng, rmin=0.1, rmax=0.6, ymin=-0.6, ymax=0.6):
   return lung.cx, lung.cy
 
 
-def _signs(name, ctx):
-  """One finding -> (opacity, extra path, mask) fields; opacity replaces lung air."""
-  X, Y, rng, th, c, lsz, min_r, px, lung_in, F, patchy, noise = ctx
-  R = lambda lo, hi: max(rng.uniform(lo, hi) * lsz, min_r)
-  zero = F32(0.0)
-  side = int(rng.integers(2))
-  lung = th.lungs[side]
-  if name == "atelectasis":
-    i = th.atel_side
-    lung = th.lungs[i]
-    y = th.dia_top[i] - rng.uniform(0.06, 0.2)
-    x0 = lung.cx - lung.a * rng.uniform(0.3, 0.6)
-    x1 = lung.cx + lung.a * rng.uniform(0.3, 0.6)
-    f = F(Capsule(x0, y + rng.normal(0, 0.03), x1, y + rng.normal(0, 0.03),
-                  max(rng.uniform(0.02, 0.035) * lsz, min_r * 0.8)))
-    return F32(0.9) * _soft(f, 0.6), zero, (f < 1) & lung_in
-  if name == "cardiomegaly":
-    f = F(th.heart)
-    return zero, F32(0.15) * dome(f), f < 1
-  if name in ("effusion", "covid_effusion"):
-    op, mask = zero, np.zeros(X.shape, bool)
-    for i in ([side] if rng.random() < 0.6 else [0, 1]):
-      lung = th.lungs[i]
-      q = np.minimum(np.maximum((X - F32(lung.cx)) * F32((1 if i else -1) / lung.a), -1), 1)
-      h = max(rng.uniform(0.1, 0.3) * (0.5 + 0.5 * c), 2.5 * min_r)
-      q = (q + F32(1.0)) * F32(0.5)
-      top = th.diaphragm(i, X) - F32(h) * (F32(0.35) + F32(0.65) * q * np.sqrt(q)) - F32(0.02)
-      region = (Y > top) & (lung.scaled(1.05).f(X, Y) < 1)
-      op = np.maximum(op, smoothstep((Y - top) * F32(1 / 0.04)) * region)
-      mask |= region & (Y > top + 0.01)
-    return op, F32(0.2) * op, mask
-  if name in ("infiltration", "covid"):
-    op, mask = zero, np.zeros(X.shape, bool)
-    n = int(rng.integers(1, 4)) if name == "infiltration" else int(rng.integers(2, 5))
-    for k in range(n):
-      i = side if name == "infiltration" else (k % 2)
-      lung = th.lungs[i]
-      if name == "covid":  # peripheral, lower and mid zones
-        phi = (0.0 if i else _PI) + (-1 if i else 1) * rng.uniform(-0.4, 1.0)
-        ctr, strength = lung.point(phi, rng.uniform(0.6, 0.75)), rng.uniform(0.3, 0.45)
-      else:
-        ctr, strength = _lung_point(lung, rng), rng.uniform(0.3, 0.5)
-      f = F(Blob(*ctr, R(0.12, 0.2), rng.uniform(0.6, 1.2), rng.uniform(0, 3),
-                 rand_harmonics(rng, 0.25)))
-      w = _soft(f, 1.0) * F32(strength) * np.maximum(F32(1.0) + F32(0.5) * patchy(), 0)
-      op = np.maximum(op, np.minimum(w, 1.0) * lung_in)
-      mask |= (f < 0.6) & lung_in
-    return op, zero, mask
-  if name in ("mass", "nodule"):
-    op, extra, mask = zero, zero, np.zeros(X.shape, bool)
-    for k in range(1 if name == "mass" else int(rng.integers(1, 3))):
-      lung = th.lungs[side if k == 0 else int(rng.integers(2))]
-      ctr = _lung_point(lung, rng, 0.15, 0.6, -0.7, 0.45)
-      if name == "mass":
-        shape = Blob(*ctr, R(0.09, 0.14), rng.uniform(0.85, 1.2), rng.uniform(0, 3),
-                     rand_harmonics(rng, 0.06, (2, 3, 5)))
-      else:
-        shape = circle(*ctr, R(0.03, 0.05))
-      f = F(shape)
-      d = dome(f)
-      op = np.maximum(op, np.minimum(F32(1.4) * d, F32(0.85)))
-      extra = extra + F32(0.04) * d
-      mask |= f < 1
-    return op, extra, mask
-  if name in ("pneumonia", "consolidation", "lobar"):
-    lower = rng.random() < 0.65
-    y_cut = lung.cy + rng.uniform(-0.15, 0.1) * lung.b
-    if name == "pneumonia":
-      ctr = _lung_point(lung, rng, 0.2, 0.5, 0.0 if lower else -0.6, 0.6 if lower else 0.0)
-      f = F(Blob(*ctr, R(0.14, 0.22), rng.uniform(0.8, 1.2), 0.0, rand_harmonics(rng, 0.3)))
-      op = _soft(f, 0.9) * F32(rng.uniform(0.55, 0.75))
-      op = op * np.minimum(np.maximum(F32(1.0) + F32(0.4) * patchy(), 0), F32(1.5))
-      mask = f < 0.6
+@dataclasses.dataclass(frozen=True)
+class _Image:
+  """What every finding draws on: the grid, the image's generator and thorax, the
+  lesion contrast and size, and the fields shared by the image's findings."""
+
+  X: np.ndarray
+  Y: np.ndarray
+  rng: np.random.Generator
+  th: "_Thorax"
+  c: float                 # lesion contrast
+  lsz: float               # lesion size scale
+  min_r: float             # smallest radius that stays visible (1.6 pixels)
+  px: float                # pixel size
+  lung_in: np.ndarray      # bool: inside a lung, above the diaphragm
+  F: Callable              # shape -> its field on the grid
+  patchy: Callable         # () -> the patchiness field shared by airspace opacities
+  noise: Callable          # scale -> a noise field
+
+  def R(self, lo: float, hi: float) -> float:  # pylint: disable=invalid-name
+    """A random radius in [lo, hi] x lesion size, at least min_r."""
+    return max(self.rng.uniform(lo, hi) * self.lsz, self.min_r)
+
+
+_ZERO = F32(0.0)
+
+# Each finding: (image, name, side) -> (opacity, extra path, mask) fields; opacity
+# replaces lung air. `side` (0 right, 1 left) is drawn for every finding, first.
+
+
+def _atelectasis(k: _Image, name: str, side: int):
+  del name, side
+  i = k.th.atel_side
+  lung = k.th.lungs[i]
+  y = k.th.dia_top[i] - k.rng.uniform(0.06, 0.2)
+  x0 = lung.cx - lung.a * k.rng.uniform(0.3, 0.6)
+  x1 = lung.cx + lung.a * k.rng.uniform(0.3, 0.6)
+  f = k.F(Capsule(x0, y + k.rng.normal(0, 0.03), x1, y + k.rng.normal(0, 0.03),
+                  max(k.rng.uniform(0.02, 0.035) * k.lsz, k.min_r * 0.8)))
+  return F32(0.9) * _soft(f, 0.6), _ZERO, (f < 1) & k.lung_in
+
+
+def _cardiomegaly(k: _Image, name: str, side: int):
+  del name, side
+  f = k.F(k.th.heart)
+  return _ZERO, F32(0.15) * dome(f), f < 1
+
+
+def _effusion(k: _Image, name: str, side: int):
+  """"effusion" and "covid_effusion": fluid under a meniscus, one or both bases."""
+  del name
+  X, Y = k.X, k.Y
+  op, mask = _ZERO, np.zeros(X.shape, bool)
+  for i in ([side] if k.rng.random() < 0.6 else [0, 1]):
+    lung = k.th.lungs[i]
+    q = np.minimum(np.maximum((X - F32(lung.cx)) * F32((1 if i else -1) / lung.a), -1), 1)
+    h = max(k.rng.uniform(0.1, 0.3) * (0.5 + 0.5 * k.c), 2.5 * k.min_r)
+    q = (q + F32(1.0)) * F32(0.5)
+    top = k.th.diaphragm(i, X) - F32(h) * (F32(0.35) + F32(0.65) * q * np.sqrt(q)) - F32(0.02)
+    region = (Y > top) & (lung.scaled(1.05).f(X, Y) < 1)
+    op = np.maximum(op, smoothstep((Y - top) * F32(1 / 0.04)) * region)
+    mask |= region & (Y > top + 0.01)
+  return op, F32(0.2) * op, mask
+
+
+def _ground_glass(k: _Image, name: str, side: int):
+  """"infiltration" (1-3 patches, one lung) and "covid" (peripheral, both lungs)."""
+  rng = k.rng
+  op, mask = _ZERO, np.zeros(k.X.shape, bool)
+  n = int(rng.integers(1, 4)) if name == "infiltration" else int(rng.integers(2, 5))
+  for j in range(n):
+    i = side if name == "infiltration" else (j % 2)
+    lung = k.th.lungs[i]
+    if name == "covid":  # peripheral, lower and mid zones
+      phi = (0.0 if i else _PI) + (-1 if i else 1) * rng.uniform(-0.4, 1.0)
+      ctr, strength = lung.point(phi, rng.uniform(0.6, 0.75)), rng.uniform(0.3, 0.45)
     else:
-      cut = HalfPlane(0.15 * (1 if side else -1), -1.0 if lower else 1.0,
-                      -y_cut if lower else y_cut)
-      f = np.maximum(lung.scaled(1.02).f(X, Y), cut.f(X, Y))
-      op = _soft(f, 0.3) * F32(rng.uniform(0.8, 0.95))
-      mask = f < 0.85
-    op = np.minimum(op * (F32(1.0) - F32(0.45) * _bronchograms(noise, px)), 1.0)
-    return op * lung_in, zero, mask & lung_in
-  if name == "pneumothorax":
-    k = 1 - c * rng.uniform(0.15, 0.3)
-    shrunk = Ellipse(lung.cx - (lung.a * (1 - k)) * (0.6 if side else -0.6),
-                     lung.cy + lung.b * (1 - k) * 0.5, lung.a * k, lung.b * k, 0.0)
-    fs = shrunk.f(X, Y)
-    region = lung_in & (fs >= 1) & (th.lung_f[side] < 1)
-    if not region.any():
-      region = lung_in & (th.lung_f[side] > 0.8)
-    line = F32(0.12) * np.exp(-np.square((fs - F32(1.0)) * F32(12.0))) * lung_in
-    return -F32(0.2) * region, line, region
-  if name == "edema":
-    op, mask = zero, np.zeros(X.shape, bool)
-    strength = rng.uniform(0.35, 0.55)
-    for i, lung in enumerate(th.lungs):
-      hx = lung.cx * 0.45
-      f = F(Blob(hx, lung.cy + 0.15, R(0.25, 0.32), 0.75, 0.0, rand_harmonics(rng, 0.15)))
-      op = np.maximum(op, _soft(f, 0.9) * F32(strength) * lung_in)
-      mask |= (f < 0.55) & lung_in
-    return op, zero, mask
-  if name == "emphysema":
-    return -F32(0.2) * lung_in, zero, lung_in
-  if name == "fibrosis":
-    n = noise(max(0.025 / px, 0.5))
-    net = np.exp(-np.square(n * F32(1 / 0.3)))
-    upper = rng.random() < 0.3
-    region = np.zeros(X.shape, bool)
-    for lung, f in zip(th.lungs, th.lung_f):
-      zone = (Y - lung.cy) * F32(-1 if upper else 1) > F32(-0.1 * lung.b)
-      region |= (f > 0.35) & (f < 1) & zone
-    region &= lung_in
-    return F32(0.4) * net * region, F32(0.12) * net * region, region
-  if name == "pleural_thickening":
-    t = max(rng.uniform(0.04, 0.07) * lsz, min_r)
-    f = th.lung_f[side]
-    band = lung_in & (f > (1 - t / lung.a) ** 2) & (
-        (X - F32(lung.cx)) * F32(1 if side else -1) > F32(0.2 * lung.a))
-    if not band.any():
-      band = lung_in & (f > 0.8)
-    return F32(0.85) * band, F32(0.08) * band, band
-  raise ValueError(f"Unknown chest finding {name!r}; expected one of {schema.CHEST_FINDINGS}")
+      ctr, strength = _lung_point(lung, rng), rng.uniform(0.3, 0.5)
+    f = k.F(Blob(*ctr, k.R(0.12, 0.2), rng.uniform(0.6, 1.2), rng.uniform(0, 3),
+                 rand_harmonics(rng, 0.25)))
+    w = _soft(f, 1.0) * F32(strength) * np.maximum(F32(1.0) + F32(0.5) * k.patchy(), 0)
+    op = np.maximum(op, np.minimum(w, 1.0) * k.lung_in)
+    mask |= (f < 0.6) & k.lung_in
+  return op, _ZERO, mask
+
+
+def _mass_or_nodules(k: _Image, name: str, side: int):
+  """"mass" (one lobulated blob) or "nodule" (1-2 small round ones)."""
+  rng = k.rng
+  op, extra, mask = _ZERO, _ZERO, np.zeros(k.X.shape, bool)
+  for j in range(1 if name == "mass" else int(rng.integers(1, 3))):
+    lung = k.th.lungs[side if j == 0 else int(rng.integers(2))]
+    ctr = _lung_point(lung, rng, 0.15, 0.6, -0.7, 0.45)
+    if name == "mass":
+      shape = Blob(*ctr, k.R(0.09, 0.14), rng.uniform(0.85, 1.2), rng.uniform(0, 3),
+                   rand_harmonics(rng, 0.06, (2, 3, 5)))
+    else:
+      shape = circle(*ctr, k.R(0.03, 0.05))
+    f = k.F(shape)
+    d = dome(f)
+    op = np.maximum(op, np.minimum(F32(1.4) * d, F32(0.85)))
+    extra = extra + F32(0.04) * d
+    mask |= f < 1
+  return op, extra, mask
+
+
+def _consolidation(k: _Image, name: str, side: int):
+  """"pneumonia" (a patchy blob), "consolidation" and "lobar" (a lobe cut by a fissure);
+  all with air bronchograms."""
+  rng, lung = k.rng, k.th.lungs[side]
+  lower = rng.random() < 0.65
+  y_cut = lung.cy + rng.uniform(-0.15, 0.1) * lung.b
+  if name == "pneumonia":
+    ctr = _lung_point(lung, rng, 0.2, 0.5, 0.0 if lower else -0.6, 0.6 if lower else 0.0)
+    f = k.F(Blob(*ctr, k.R(0.14, 0.22), rng.uniform(0.8, 1.2), 0.0, rand_harmonics(rng, 0.3)))
+    op = _soft(f, 0.9) * F32(rng.uniform(0.55, 0.75))
+    op = op * np.minimum(np.maximum(F32(1.0) + F32(0.4) * k.patchy(), 0), F32(1.5))
+    mask = f < 0.6
+  else:
+    cut = HalfPlane(0.15 * (1 if side else -1), -1.0 if lower else 1.0,
+                    -y_cut if lower else y_cut)
+    f = np.maximum(lung.scaled(1.02).f(k.X, k.Y), cut.f(k.X, k.Y))
+    op = _soft(f, 0.3) * F32(rng.uniform(0.8, 0.95))
+    mask = f < 0.85
+  op = np.minimum(op * (F32(1.0) - F32(0.45) * _bronchograms(k.noise, k.px)), 1.0)
+  return op * k.lung_in, _ZERO, mask & k.lung_in
+
+
+def _pneumothorax(k: _Image, name: str, side: int):
+  del name
+  lung, th = k.th.lungs[side], k.th
+  s = 1 - k.c * k.rng.uniform(0.15, 0.3)
+  shrunk = Ellipse(lung.cx - (lung.a * (1 - s)) * (0.6 if side else -0.6),
+                   lung.cy + lung.b * (1 - s) * 0.5, lung.a * s, lung.b * s, 0.0)
+  fs = shrunk.f(k.X, k.Y)
+  region = k.lung_in & (fs >= 1) & (th.lung_f[side] < 1)
+  if not region.any():
+    region = k.lung_in & (th.lung_f[side] > 0.8)
+  line = F32(0.12) * np.exp(-np.square((fs - F32(1.0)) * F32(12.0))) * k.lung_in
+  return -F32(0.2) * region, line, region
+
+
+def _edema(k: _Image, name: str, side: int):
+  del name, side
+  op, mask = _ZERO, np.zeros(k.X.shape, bool)
+  strength = k.rng.uniform(0.35, 0.55)
+  for lung in k.th.lungs:
+    hx = lung.cx * 0.45
+    f = k.F(Blob(hx, lung.cy + 0.15, k.R(0.25, 0.32), 0.75, 0.0, rand_harmonics(k.rng, 0.15)))
+    op = np.maximum(op, _soft(f, 0.9) * F32(strength) * k.lung_in)
+    mask |= (f < 0.55) & k.lung_in
+  return op, _ZERO, mask
+
+
+def _emphysema(k: _Image, name: str, side: int):
+  del name, side
+  return -F32(0.2) * k.lung_in, _ZERO, k.lung_in
+
+
+def _fibrosis(k: _Image, name: str, side: int):
+  del name, side
+  n = k.noise(max(0.025 / k.px, 0.5))
+  net = np.exp(-np.square(n * F32(1 / 0.3)))
+  upper = k.rng.random() < 0.3
+  region = np.zeros(k.X.shape, bool)
+  for lung, f in zip(k.th.lungs, k.th.lung_f):
+    zone = (k.Y - lung.cy) * F32(-1 if upper else 1) > F32(-0.1 * lung.b)
+    region |= (f > 0.35) & (f < 1) & zone
+  region &= k.lung_in
+  return F32(0.4) * net * region, F32(0.12) * net * region, region
+
+
+def _pleural_thickening(k: _Image, name: str, side: int):
+  del name
+  lung = k.th.lungs[side]
+  t = max(k.rng.uniform(0.04, 0.07) * k.lsz, k.min_r)
+  f = k.th.lung_f[side]
+  band = k.lung_in & (f > (1 - t / lung.a) ** 2) & (
+      (k.X - F32(lung.cx)) * F32(1 if side else -1) > F32(0.2 * lung.a))
+  if not band.any():
+    band = k.lung_in & (f > 0.8)
+  return F32(0.85) * band, F32(0.08) * band, band
+
+
+_FINDINGS = {
+    "atelectasis": _atelectasis, "cardiomegaly": _cardiomegaly,
+    "effusion": _effusion, "covid_effusion": _effusion,
+    "infiltration": _ground_glass, "covid": _ground_glass,
+    "mass": _mass_or_nodules, "nodule": _mass_or_nodules,
+    "pneumonia": _consolidation, "consolidation": _consolidation, "lobar": _consolidation,
+    "pneumothorax": _pneumothorax, "edema": _edema, "emphysema": _emphysema,
+    "fibrosis": _fibrosis, "pleural_thickening": _pleural_thickening,
+}
+
+
+def _signs(name: str, k: _Image):
+  """One finding -> (opacity, extra path, mask) fields; opacity replaces lung air."""
+  side = int(k.rng.integers(2))
+  if name not in _FINDINGS:
+    raise ValueError(f"Unknown chest finding {name!r}; expected one of {schema.CHEST_FINDINGS}")
+  return _FINDINGS[name](k, name, side)
 
 
 def chest_radiograph(view: View, rng, var, diff: Difficulty, signs: Sequence[str]):
@@ -303,7 +383,7 @@ def chest_radiograph(view: View, rng, var, diff: Difficulty, signs: Sequence[str
     air = air + np.sqrt(d * np.sqrt(d)) * smoothstep((dia - Y) * F32(1 / 0.03))  # d^0.75
   air = air * (F32(1.0) - F32(0.92) * _soft(F(th.heart), 0.12))
   air = air * (F32(1.0) - _soft(F(circle(0.14, -0.4, 0.075)), 0.3))
-  ctx = (X, Y, rng, th, c, lsz, min_r, px, lung_in, F, patchy, view.noise)
+  ctx = _Image(X, Y, rng, th, c, lsz, min_r, px, lung_in, F, patchy, view.noise)
   opacity, extra, masks = F32(0.0), F32(0.0), {}
   lucency = F32(0.0)
   for name in signs:

@@ -13,8 +13,9 @@ import math
 
 import numpy as np
 
-from dnh_jax.data.medphantom.core import (Blob, Capsule, Difficulty, Ellipse, F32, HalfPlane, blur,
-                                       circle, rand_harmonics, smooth_noise, smoothstep)
+from dnh_jax.data.medphantom.core import (Blob, Capsule, Difficulty, Ellipse, F32, HalfPlane,
+                                          blur, circle, rand_harmonics, smooth_noise,
+                                          smoothstep)
 from dnh_jax.data.medphantom.paint import dome
 
 
