@@ -135,13 +135,5 @@ def moderate(c):
 
 def quick(c):
   """Shrinks data and steps so a run takes a minute or two on two CPU cores."""
-  c.data.num_examples = 600
-  c.data.image_size = 32
+  config_lib.shrink_for_quick(c, num_examples=600, steps=30, warmup_steps=5, log_every=10)
   c.model.fuzzy_rules = min(c.model.fuzzy_rules, 8)
-  c.train.steps = 30
-  c.train.batch_size = 32
-  c.train.warmup_steps = 5
-  c.train.log_every = 10
-  c.train.eval_every = 15
-  c.train.checkpoint_every = 15
-  c.eval.ks = (10, 100)
