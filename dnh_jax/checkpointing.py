@@ -25,6 +25,13 @@ import orbax.checkpoint as ocp
 BEST_MODES = ("max", "min")
 
 
+def check_best_mode(best_mode: str) -> str:
+  """Raises a ValueError listing the valid modes unless `best_mode` is one."""
+  if best_mode not in BEST_MODES:
+    raise ValueError(f"train.best_mode={best_mode!r}; choose one of {list(BEST_MODES)}")
+  return best_mode
+
+
 class CorruptCheckpointError(RuntimeError):
   """No step of a workdir's checkpoints can be restored."""
 
@@ -53,8 +60,7 @@ class Checkpoints:
   """
 
   def __init__(self, directory: str, *, keep: int, best_metric: str, best_mode: str = "max"):
-    if best_mode not in BEST_MODES:
-      raise ValueError(f"train.best_mode={best_mode!r}; choose one of {list(BEST_MODES)}")
+    check_best_mode(best_mode)
     directory = os.path.abspath(directory)
     self._directory = directory
     self.best_metric = best_metric

@@ -383,6 +383,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   if jax.process_index() == 0:
     atomic_write_json(os.path.join(workdir, "config.json"), json.loads(config.to_json_best_effort()))
   tc = config.train
+  # The train section is checked before any data is read: a typo fails in a second.
+  tx = make_optimizer(tc)
+  checkpointing.check_best_mode(tc.best_mode)
   mesh = parallel.make_mesh(config.mesh.data)
   parallel.check_batch_size(tc.batch_size, mesh)
 
@@ -396,7 +399,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   model = models_lib.build_model(config.model, schema)
   segments = () if config.model.head == "flat" else models_lib.segments(config.model, schema)
   loss_fn = losses_lib.get_loss(config.loss, schema)  # validated against the data now
-  tx = make_optimizer(tc)
   root_key = jax.random.key(config.seed)
   init_key, step_key = jax.random.split(root_key)
   image_shape = splits.data["train"].images.shape[1:]

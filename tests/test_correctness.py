@@ -149,3 +149,14 @@ def test_docstrings_cite_only_files_in_the_repository():
             if not os.path.exists(os.path.join(ROOT, doc)):
               missing.append(f"{os.path.relpath(path, ROOT)}: {doc}")
   assert not missing, missing
+
+
+def test_a_train_section_typo_fails_before_any_data_is_read(tmp_path, monkeypatch):
+  c = config_lib.base_config()
+  c.train.best_mode = "maximum"
+  monkeypatch.setattr(pipeline, "load_splits", lambda *a, **k: pytest.fail("data read"))
+  with pytest.raises(ValueError, match="train.best_mode='maximum'"):
+    train.train_and_evaluate(c, str(tmp_path))
+  c.train.best_mode, c.train.optimizer = "max", "adamm"
+  with pytest.raises(ValueError, match="train.optimizer='adamm'"):
+    train.train_and_evaluate(c, str(tmp_path))
