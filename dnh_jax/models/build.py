@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import Callable
 
 import flax.linen as nn
-import jax.numpy as jnp
 import ml_collections
 
 from dnh_jax.data.schema import Schema

@@ -11,3 +11,6 @@ are in `dnh_jax.data.builders.medphantom`.
 from dnh_jax.data.medphantom.renderer import (MAX_SIZE, MIN_SIZE, Difficulty,  # noqa: F401
                                               combinations, is_normal, render,
                                               render_chest_multilabel, sample_chest_findings)
+
+__all__ = ["MAX_SIZE", "MIN_SIZE", "Difficulty", "combinations", "is_normal", "render",
+           "render_chest_multilabel", "sample_chest_findings"]
