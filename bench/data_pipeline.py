@@ -25,7 +25,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # pylint: disable=g-import-not-at-top,wrong-import-position  (after the sys.path line)
 from dnh_jax import config_lib
 from dnh_jax.data import load_splits
-from dnh_jax.data import phantom
+from dnh_jax.data.medphantom import renderer as phantom
 from dnh_jax.data.builders import base
 from dnh_jax.data.builders import get_builder
 

@@ -37,9 +37,10 @@ by number of findings its mAP@100 is 0.158 / 0.247 / 0.334 (1 / 2 / 3+ findings,
 import ml_collections
 
 from dnh_jax import config_lib, losses
+from dnh_jax.models.backbones import BACKBONES
 
 LOSS_NAMES = ("dpsh", "dsh", "hashnet", "dch", "csq", "greedyhash", "orthohash", "idhn")
-BACKBONE_NAMES = ("small_cnn", "alexnet", "resnet18", "resnet50")
+BACKBONE_NAMES = tuple(sorted(BACKBONES))  # the registry's names, never a copy
 
 
 def get_config(arg=None):

@@ -1,4 +1,5 @@
-"""Multimorbidity hashing with a fuzzy inference layer (RESEARCH.md objective 3).
+"""Multimorbidity hashing with a fuzzy inference layer (objective 3; papers in
+dnh_jax/losses/multilabel.py).
 
 Data: the MedPhantom multi-label chest collection (13 ChestX-ray14 findings, several per
 image) by default, or NIH ChestX-ray14 from the user's copy. Model: trunk -> fuzzy
@@ -40,10 +41,11 @@ carry no finding and its soft similarity makes every pair with such an image dis
 """
 
 from dnh_jax import config_lib
+from dnh_jax.models.backbones import BACKBONES
 
 LOSS_NAMES = ("jaccard", "idhn", "dch", "csq")
 DATA_NAMES = ("medphantom", "chestxray14")
-BACKBONE_NAMES = ("default", "small_cnn", "alexnet", "resnet18", "resnet50")
+BACKBONE_NAMES = ("default",) + tuple(sorted(BACKBONES))  # "default": the data's own
 
 
 def get_config(arg=None):
@@ -133,13 +135,5 @@ def moderate(c):
 
 def quick(c):
   """Shrinks data and steps so a run takes a minute or two on two CPU cores."""
-  c.data.num_examples = 600
-  c.data.image_size = 32
+  config_lib.shrink_for_quick(c, num_examples=600, steps=30, warmup_steps=5, log_every=10)
   c.model.fuzzy_rules = min(c.model.fuzzy_rules, 8)
-  c.train.steps = 30
-  c.train.batch_size = 32
-  c.train.warmup_steps = 5
-  c.train.log_every = 10
-  c.train.eval_every = 15
-  c.train.checkpoint_every = 15
-  c.eval.ks = (10, 100)

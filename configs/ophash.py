@@ -1,4 +1,5 @@
-"""OPHash on MedPhantom: organ-and-pathology hashing (RESEARCH.md objective 1).
+"""OPHash on MedPhantom: organ-and-pathology hashing (objective 1; papers in
+dnh_jax/losses/ophash.py).
 
 Command (published settings, 48 bits):
   python -m dnh_jax.main --config=configs/ophash.py:bits=48
@@ -29,8 +30,9 @@ type-1/2/3 pairs as train/dist_type1..3 (expected order: type1 < type2 < type3).
 import ml_collections
 
 from dnh_jax import config_lib
+from dnh_jax.models.backbones import BACKBONES
 
-BACKBONE_NAMES = ("small_cnn", "alexnet", "resnet18", "resnet50")
+BACKBONE_NAMES = tuple(sorted(BACKBONES))  # the registry's names, never a copy
 
 
 def get_config(arg=None):
@@ -69,13 +71,8 @@ def get_config(arg=None):
 
   c.eval.relevance = "organ_disease"
   c.train.best_metric = "val/nDCG@100"
-  if a.quick:
-    quick(c)
-  if a.steps:
-    c.train.steps = a.steps
-  if a.lr:
-    c.train.learning_rate = a.lr
-  return c
+  return config_lib.set_run_length(c, quick=quick if a.quick else None, steps=a.steps,
+                                   lr=a.lr)
 
 
 def quick(c):

@@ -26,9 +26,11 @@ The checkpoint is selected on the validation split, never on test.
 import ml_collections
 
 from dnh_jax import config_lib
+from dnh_jax.losses.structured import BASE_LOSSES
+from dnh_jax.models.backbones import BACKBONES
 
-BACKBONE_NAMES = ("small_cnn", "alexnet", "resnet18", "resnet50")
-PAIR_LOSSES = ("dch", "dpsh", "dsh", "hashnet", "csq", "orthohash")
+BACKBONE_NAMES = tuple(sorted(BACKBONES))  # the registries' names, never a copy
+PAIR_LOSSES = BASE_LOSSES
 PREFERENCES = ("all", "modality", "organ", "disease", "modality>organ>disease")
 
 
@@ -72,13 +74,8 @@ def get_config(arg=None):
   c.eval.relevance = "all"
   c.eval.preferences = PREFERENCES
   c.train.best_metric = "val/nDCG@100"
-  if a.quick:
-    quick(c)
-  if a.steps:
-    c.train.steps = a.steps
-  if a.lr:
-    c.train.learning_rate = a.lr
-  return c
+  return config_lib.set_run_length(c, quick=quick if a.quick else None, steps=a.steps,
+                                   lr=a.lr)
 
 
 def quick(c):

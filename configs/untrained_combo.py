@@ -69,10 +69,14 @@ stack_compute=auto|vmap|unrolled (independent model), steps=N, quick.
 import ml_collections
 
 from dnh_jax import config_lib
+from dnh_jax.data import held_out as held_out_lib
+from dnh_jax.losses.structured import BASE_LOSSES
+from dnh_jax.models.backbones import BACKBONES
+from dnh_jax.models.independent import STACK_COMPUTE
 
 MODELS = ("independent", "structured", "flat")
-PAIR_LOSSES = ("dch", "dpsh", "dsh", "hashnet", "csq", "orthohash")
-BACKBONE_NAMES = ("small_cnn", "alexnet", "resnet18", "resnet50")
+PAIR_LOSSES = BASE_LOSSES  # the registries' names, never a copy
+BACKBONE_NAMES = tuple(sorted(BACKBONES))
 DEFAULT_HELD_OUT = "MRI/breast+CT/brain+US/chest"
 # The validation of transfer (`val_held_out=auto`): the first of these pairs that is not a
 # test pair is kept out of training and enters the validation splits only, so views,
@@ -92,12 +96,17 @@ WHOLE_WEIGHT = {"independent": 0.0, "structured": 1.0, "flat": 1.0}
 
 
 def parse_held_out(text: str) -> tuple[str, ...]:
-  """'MRI/breast+CT/brain' -> ('MRI/breast', 'CT/brain'); the data pipeline checks names."""
+  """'MRI/breast+CT/brain' -> ('MRI/breast', 'CT/brain'), names checked by data.held_out."""
   pairs = tuple(p.strip() for p in text.split("+") if p.strip())
-  if not pairs or any(p.count("/") != 1 for p in pairs):
+  try:
+    if not pairs:
+      raise ValueError("no pair")
+    for p in pairs:
+      held_out_lib.parse_pair(p, "held_out")
+  except ValueError as e:
     raise config_lib.ConfigArgError(
         f"Config argument held_out={text!r}: expected MODALITY/organ pairs joined by '+', "
-        f"e.g. {DEFAULT_HELD_OUT}")
+        f"e.g. {DEFAULT_HELD_OUT} ({e})") from None
   return pairs
 
 
@@ -141,7 +150,7 @@ def get_config(arg=None):
       stack_compute="auto", views="texture_organ", adversary=0.0, mixstyle=0.0,
       steps=0, quick=False,
       choices={"model": MODELS, "pair_loss": PAIR_LOSSES, "backbone": BACKBONE_NAMES,
-               "stack_compute": ("auto", "vmap", "unrolled"), "views": tuple(VIEWS),
+               "stack_compute": STACK_COMPUTE, "views": tuple(VIEWS),
                "combinations": ("published", "all")})
   if a.bits < 3:
     raise config_lib.ConfigArgError(f"Config argument bits={a.bits}: need >= 3 (one bit "

@@ -2,7 +2,8 @@
 
 Two `orbax.checkpoint.CheckpointManager`s under `<workdir>/checkpoints/`:
   last/  keep-last-N, written every `train.checkpoint_every` steps and at the end;
-  best/  keep-1, selected by `train.best_metric` (a validation metric, never test).
+  best/  keep-1, selected by `train.best_metric` (a validation metric, never test), the
+         highest or, with `train.best_mode="min"`, the lowest.
 All processes call save/restore together (Orbax coordinates multi-host writes).
 
 A step that cannot be restored (a truncated or damaged file: Orbax and TensorStore give
@@ -19,6 +20,16 @@ from typing import Any, Callable
 
 import jax
 import orbax.checkpoint as ocp
+
+
+BEST_MODES = ("max", "min")
+
+
+def check_best_mode(best_mode: str) -> str:
+  """Raises a ValueError listing the valid modes unless `best_mode` is one."""
+  if best_mode not in BEST_MODES:
+    raise ValueError(f"train.best_mode={best_mode!r}; choose one of {list(BEST_MODES)}")
+  return best_mode
 
 
 class CorruptCheckpointError(RuntimeError):
@@ -44,10 +55,12 @@ class Checkpoints:
   Args:
     directory: `<workdir>/checkpoints`.
     keep: how many recent states `last/` keeps.
-    best_metric: the metric name used to select `best/` (higher is better).
+    best_metric: the metric name used to select `best/`.
+    best_mode: "max" (higher is better) or "min" (lower is better, e.g. a loss).
   """
 
-  def __init__(self, directory: str, *, keep: int, best_metric: str):
+  def __init__(self, directory: str, *, keep: int, best_metric: str, best_mode: str = "max"):
+    check_best_mode(best_mode)
     directory = os.path.abspath(directory)
     self._directory = directory
     self.best_metric = best_metric
@@ -57,7 +70,7 @@ class Checkpoints:
     self._best = ocp.CheckpointManager(
         os.path.join(directory, "best"),
         options=ocp.CheckpointManagerOptions(
-            max_to_keep=1, create=True, best_fn=lambda m: m[best_metric], best_mode="max",
+            max_to_keep=1, create=True, best_fn=lambda m: m[best_metric], best_mode=best_mode,
             keep_checkpoints_without_metrics=False))
 
   def latest_step(self) -> int | None:
@@ -133,6 +146,28 @@ class Checkpoints:
   def close(self):
     self._last.close()
     self._best.close()
+
+
+def model_variables(state: Any) -> dict:
+  """The model's Flax variables of a train state ({"params", "batch_stats" if any})."""
+  variables = {"params": state["params"]["model"]}
+  if jax.tree.leaves(state.get("batch_stats") or {}):
+    variables["batch_stats"] = state["batch_stats"]
+  return variables
+
+
+def restore_best_variables(workdir: str) -> tuple[int, dict]:
+  """(step, model variables) of a finished run's best checkpoint, as host arrays.
+
+  For tools reading a run afterwards (reports): no train state or model is needed.
+  """
+  best = os.path.join(os.path.abspath(workdir), "checkpoints", "best")
+  steps = [int(s) for s in os.listdir(best) if s.isdigit()] if os.path.isdir(best) else []
+  if not steps:
+    raise FileNotFoundError(f"{best} holds no checkpoint; is {workdir} a finished run?")
+  step = max(steps)
+  state = ocp.StandardCheckpointer().restore(os.path.join(best, str(step), "default"))
+  return step, model_variables(state)
 
 
 def abstract(state: Any) -> Any:

@@ -87,13 +87,6 @@ def parse_arg(arg: str | None, *, choices: Mapping[str, Sequence[Any]] | None = 
   return ml_collections.ConfigDict(out)
 
 
-def check_choice(flag: str, value: Any, valid: Mapping[str, Any] | Sequence[Any]):
-  """Raises a ValueError naming `flag` and the valid choices if `value` is not one."""
-  if value not in valid:
-    raise ValueError(f"{flag}={value!r} is not valid; choose one of {sorted(valid)}")
-  return value
-
-
 def base_config() -> ml_collections.ConfigDict:
   """The shared base every experiment config starts from (override a few fields).
 
@@ -102,7 +95,7 @@ def base_config() -> ml_collections.ConfigDict:
   preferences), mesh (device layout). Field meanings are documented inline.
   """
   c = ml_collections.ConfigDict()
-  c.seed = 0
+  c.seed = 0                       # seed of the split, initialisation, batches and step keys
 
   c.data = d = ml_collections.ConfigDict()
   d.name = "medphantom"            # key of dnh_jax.data.DATASETS
@@ -116,10 +109,10 @@ def base_config() -> ml_collections.ConfigDict:
   d.val_held_out = ()              # pairs never in train or test: val splits only (transfer)
   d.multilabel = False             # MedPhantom: multi-label chest X-ray collection
   d.subsets = ()                   # MedMNIST: which subsets to read
-  # Split fractions train : val_query : val_gallery : query : gallery (RESEARCH.md 6:1:2:1
+  # Split fractions train : val_query : val_gallery : query : gallery (the papers' 6:1:2:1
   # becomes train 0.6, val 0.1 split 1:4 into query/gallery, test 0.3 split 1:2).
-  d.split = (0.6, 0.02, 0.08, 0.1, 0.2)
-  d.augment = True
+  d.split = (0.6, 0.02, 0.08, 0.1, 0.2)   # fractions, in the order above
+  d.augment = True                 # random flips / shifts of training batches
   d.dataset_seed = 0               # MedPhantom: seed of the rendered images (splits use seed)
   d.label_map = ""                 # DICOM: JSON file mapping tag values to vocabulary names
   d.strict_labels = False          # DICOM: an unmapped label is an error, not a skipped file
@@ -131,10 +124,10 @@ def base_config() -> ml_collections.ConfigDict:
   m.segments = ()                  # per-characteristic sub-code lengths (structured codes)
   m.classifier = True              # classifier heads on the characteristics
   m.fuzzy = False                  # fuzzy inference layer before the hash layer
-  m.fuzzy_rules = 16
-  m.fuzzy_inputs = 8
-  m.fuzzy_membership = "gaussian"
-  m.dtype = "float32"
+  m.fuzzy_rules = 16               # fuzzy layer: rules per layer
+  m.fuzzy_inputs = 8               # fuzzy layer: features it reads (projected)
+  m.fuzzy_membership = "gaussian"  # fuzzy layer: "gaussian" | "bell" membership functions
+  m.dtype = "float32"              # compute dtype, key of dnh_jax.models.DTYPES
   m.stack_compute = "auto"         # independent head: "auto" | "vmap" | "unrolled"
   m.backbones = ()                 # independent head: one backbone name per characteristic
   m.views = ()                     # independent head: training view per network (models/views.py)
@@ -152,36 +145,41 @@ def base_config() -> ml_collections.ConfigDict:
   l.adversary = 0.0                # weight of the conditional sub-code adversaries (invariance)
   l.adversary_ramp = 500           # steps of DANN's reversal-scale ramp (0: scale 1 at once)
   l.adversary_width = 64           # hidden units of each adversary
+  l.organ = "organ"                # OPHash: the characteristic of its organ terms
+  l.disease = "disease"            # OPHash: the characteristic of its disease terms
   l.weights = ml_collections.ConfigDict()   # loss-specific weights
 
   c.train = t = ml_collections.ConfigDict()
-  t.steps = 2000
+  t.steps = 2000                   # optimisation steps (0: evaluate only)
   t.batch_size = 64                # global batch size
-  t.optimizer = "adam"
-  t.learning_rate = 1e-3
+  t.optimizer = "adam"             # key of dnh_jax.train.OPTIMIZERS: adam | adamw | sgd
+  t.learning_rate = 1e-3           # peak learning rate (after warmup)
   t.schedule = "cosine"            # "constant" | "cosine" | "step"
-  t.warmup_steps = 100
-  t.weight_decay = 0.0
-  t.grad_clip = 1.0
-  t.log_every = 50
-  t.eval_every = 500
-  t.checkpoint_every = 500
-  t.keep_checkpoints = 2
+  t.decay_every = 1000             # "step" schedule: steps between learning-rate decays
+  t.decay_rate = 0.4               # "step" schedule: factor applied at each decay
+  t.warmup_steps = 100             # linear warmup from 0
+  t.weight_decay = 0.0             # decoupled (adamw) or L2 (sgd); "adam" refuses > 0
+  t.grad_clip = 1.0                # global gradient-norm clip (0: none)
+  t.log_every = 50                 # steps between training-metric rows
+  t.eval_every = 500               # steps between validations (and at the end)
+  t.checkpoint_every = 500         # steps between checkpoints of last/ (and at the end)
+  t.keep_checkpoints = 2           # states kept in last/
   t.best_metric = "val/mAP@100"    # checkpoint selection, never on test
+  t.best_mode = "max"              # "max" | "min": whether best_metric is higher- or lower-better
   t.stop_after_steps = 0           # > 0: save and exit after this many steps (job slices)
 
   c.eval = e = ml_collections.ConfigDict()
-  e.ks = (10, 100, 1000)
+  e.ks = (10, 100, 1000)           # cutoffs k of mAP@k, nDCG@k, ACG@k, wMAP@k
   e.relevance = "all"              # relevance rule; see dnh_jax.evaluation.relevance
   e.preferences = ()               # named preferences for structured codes
-  e.ties = "index"
+  e.ties = "index"                 # order inside equal distances; evaluation.metrics.TIES
   e.query_groups = ()              # names from dnh_jax.evaluation.groups.QUERY_GROUPS
   e.subcode_knn = 0                # > 0: k-NN accuracy of each sub-code's characteristic
+  e.batch_size = 256               # images per encoding batch
 
   c.report = ml_collections.ConfigDict()
   c.report.table = ""              # "" generic results table | "held_out" (untrained combos)
   c.report.html = True             # write <workdir>/report.html + figures at the end of a run
-  e.batch_size = 256
 
   c.mesh = ml_collections.ConfigDict()
   c.mesh.data = -1                 # devices on the data axis (-1: all)
@@ -229,12 +227,6 @@ def load_config_file(path: str) -> ml_collections.ConfigDict:
     return config_from_json(f.read(), source=path)
 
 
-def default_data_dir(config) -> str:
-  """Where TFDS builders write: config.data.data_dir, $DNH_DATA_DIR, or a user cache."""
-  return (config.data.data_dir or os.environ.get("DNH_DATA_DIR")
-          or os.path.join(os.path.expanduser("~"), ".cache", "dnh_jax", "tfds"))
-
-
 def default_workdir(config_arg: str) -> str:
   """`configs/ophash.py:bits=32,quick` -> `workdirs/ophash-bits=32,quick`."""
   path, _, args = config_arg.partition(":")
@@ -257,4 +249,17 @@ def shrink_for_quick(c: ml_collections.ConfigDict, *, num_examples: int, steps: 
   c.train.eval_every = steps // 2
   c.train.checkpoint_every = steps // 2
   c.eval.ks = (10, 100)
+  return c
+
+
+def set_run_length(c: ml_collections.ConfigDict, *, quick=None, steps: int = 0,
+                   lr: float = 0.0) -> ml_collections.ConfigDict:
+  """The shared tail of a config file: its `quick(c)` preset when given, then an explicit
+  `steps=N` / `lr=X` argument, which wins over every preset (0: keep)."""
+  if quick is not None:
+    quick(c)
+  if steps:
+    c.train.steps = steps
+  if lr:
+    c.train.learning_rate = lr
   return c

@@ -2,8 +2,9 @@
 
 clu's `metric_writers` package imports TensorFlow at import time (clu 0.0.12), and this
 project must run without TensorFlow, so this module provides the same small interface
-(`write_scalars`, `write_hparams`, `flush`, `close`) on top of tensorboardX for the event
-files. Every other process gets a writer that does nothing, so call sites need no checks.
+(`write_scalars`, `flush`, `close`) on top of tensorboardX for the event files. Every
+other process gets a writer that does nothing, so call sites need no checks. Each
+`write_scalars` call is flushed: a killed job keeps every row it logged.
 
 An undefined metric (NaN or Inf: e.g. a multi-label metric over a split without a positive
 label) is not written to the event file - TensorBoard cannot plot it and tensorboardX
@@ -40,9 +41,7 @@ class MetricWriter:
       row[name] = value
       self._tb.add_scalar(name, value, int(step))
     self._jsonl.write(json.dumps(row) + "\n")
-
-  def write_hparams(self, hparams: Mapping[str, Any]):
-    self._jsonl.write(json.dumps({"hparams": {k: str(v) for k, v in hparams.items()}}) + "\n")
+    self.flush()  # rows are written every log_every steps: flushing each costs nothing
 
   def flush(self):
     self._tb.flush()
@@ -57,9 +56,6 @@ class MetricWriter:
 class _NullWriter:
   def write_scalars(self, step, scalars):
     del step, scalars
-
-  def write_hparams(self, hparams):
-    del hparams
 
   def flush(self):
     pass

@@ -2,7 +2,8 @@
 
 Data parallelism on one mesh axis named `data`. The mesh uses `AxisType.Auto`: pairwise
 hashing losses compare every item of the global batch with every other, so the batch axis
-must be free to be all-gathered by the compiler (Explicit axes reject that; DESIGN.md).
+must be free to be all-gathered by the compiler (Explicit axes reject that: see JAX's
+explicit-sharding documentation).
 """
 
 from __future__ import annotations

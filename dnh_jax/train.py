@@ -32,12 +32,12 @@ from dnh_jax import losses as losses_lib
 from dnh_jax import models as models_lib
 from dnh_jax import retrieval as retrieval_lib
 from dnh_jax.data import schema as schema_lib
-from dnh_jax.data import split_checks
+from dnh_jax.evaluation import split_checks
 from dnh_jax.evaluation import evaluator as evaluator_lib
 from dnh_jax.evaluation import groups as groups_lib
 from dnh_jax.evaluation import sharded as sharded_lib
 from dnh_jax.evaluation import subcode_accuracy
-from dnh_jax.utils import atomic_write_json
+from dnh_jax.utils import atomic_write_json, format_eta
 
 State = dict  # {"step", "params": {"model", "loss"}, "batch_stats", "opt_state"}
 VIEWS_STREAM = 0x71E5  # fold_in tags of the training views' and MixStyle's keys within a
@@ -55,8 +55,8 @@ def make_schedule(tc: ml_collections.ConfigDict) -> optax.Schedule:
   elif tc.schedule == "cosine":
     main = optax.cosine_decay_schedule(lr, max(steps - warm, 1))
   elif tc.schedule == "step":
-    main = optax.exponential_decay(lr, int(tc.get("decay_every", 1000)),
-                                   float(tc.get("decay_rate", 0.4)), staircase=True)
+    main = optax.exponential_decay(lr, int(tc.decay_every), float(tc.decay_rate),
+                                   staircase=True)
   else:
     raise ValueError(f"train.schedule={tc.schedule!r}; choose one of "
                      "['constant', 'cosine', 'step']")
@@ -66,7 +66,7 @@ def make_schedule(tc: ml_collections.ConfigDict) -> optax.Schedule:
 
 
 OPTIMIZERS = {
-    "adam": lambda lr, wd: optax.adam(lr) if not wd else optax.adamw(lr, weight_decay=wd),
+    "adam": lambda lr, wd: optax.adam(lr),  # no weight decay: make_optimizer refuses one
     "adamw": lambda lr, wd: optax.adamw(lr, weight_decay=wd),
     "sgd": lambda lr, wd: optax.chain(optax.add_decayed_weights(wd),
                                       optax.sgd(lr, momentum=0.9, nesterov=True)),
@@ -77,6 +77,12 @@ def make_optimizer(tc: ml_collections.ConfigDict) -> optax.GradientTransformatio
   """optax optimizer from `config.train` (optimizer, schedule, weight decay, clipping)."""
   if tc.optimizer not in OPTIMIZERS:
     raise ValueError(f"train.optimizer={tc.optimizer!r}; choose one of {sorted(OPTIMIZERS)}")
+  if tc.optimizer == "adam" and tc.weight_decay:
+    # Adam's L2 penalty and AdamW's decoupled decay are different optimizers; silently
+    # swapping one for the other would hide which one a result used.
+    raise ValueError(f"train.optimizer='adam' with train.weight_decay={tc.weight_decay}: "
+                     "Adam has no weight decay here; use train.optimizer='adamw' "
+                     "(decoupled weight decay) or train.weight_decay=0")
   tx = OPTIMIZERS[tc.optimizer](make_schedule(tc), float(tc.weight_decay))
   if tc.grad_clip:
     tx = optax.chain(optax.clip_by_global_norm(float(tc.grad_clip)), tx)
@@ -204,7 +210,7 @@ class Encoder:
 
   Calling it returns the outputs replicated to every process (one-process evaluation);
   `packed_sharded` returns packed codes uint32[B, W] that stay row-sharded on the devices
-  that computed them (multi-process evaluation, see `evaluate_sharded`).
+  that computed them (multi-process evaluation, see `encode_splits`).
   """
 
   replicated: Callable
@@ -225,20 +231,17 @@ def make_encoder(model, mesh) -> Encoder:
                              in_shardings=shardings, out_shardings=parallel.data_sharding(mesh)))
 
 
-def model_variables(state: State) -> dict:
-  variables = {"params": state["params"]["model"]}
-  if jax.tree.leaves(state["batch_stats"]):
-    variables["batch_stats"] = state["batch_stats"]
-  return variables
+model_variables = checkpointing.model_variables
 
 
 def encode(encoder, state: State, images: np.ndarray, mesh, batch_size: int) -> np.ndarray:
   """Real codes of uint8 images [N, H, W, 1] -> float32 [N, K], in fixed-size batches.
 
-  Every process encodes its slice of each batch (the batch is sharded over all devices);
-  the codes come back replicated, so each process holds all N codes.
+  One process only (`encode_splits` encodes multi-process runs with
+  `sharded.encode_to_shards`); each batch is sharded over the devices and the codes come
+  back replicated.
   """
-  n_dev, n_proc, proc = mesh.devices.size, jax.process_count(), jax.process_index()
+  n_dev = mesh.devices.size
   batch_size = max(n_dev, batch_size - batch_size % n_dev)
   variables = model_variables(state)
   out = []
@@ -247,10 +250,58 @@ def encode(encoder, state: State, images: np.ndarray, mesh, batch_size: int) -> 
     n = len(chunk)
     if n < batch_size:  # pad: one compiled shape for the whole split
       chunk = np.concatenate([chunk, np.zeros((batch_size - n, *chunk.shape[1:]), chunk.dtype)])
-    local = np.split(chunk, n_proc)[proc]
-    batch = parallel.global_batch({"image": data_lib.images_to_float(local)}, mesh)
+    batch = parallel.global_batch({"image": data_lib.images_to_float(chunk)}, mesh)
     out.append(np.asarray(encoder(variables, batch["image"])["codes"])[:n])
   return np.concatenate(out).astype(np.float32)
+
+
+@dataclasses.dataclass(frozen=True)
+class SplitCodes:
+  """The codes of a query and a gallery split, in the layout the process count allows.
+
+  One process: real codes [N, K], replicated, evaluated by `Evaluator`. Several processes:
+  each process encodes only its own devices' row blocks; the packed gallery stays on those
+  devices (`ShardedCodes`) and `ShardedEvaluator` adds per-process integer sums
+  (evaluation/sharded.py), so the numbers equal the one-process ones exactly.
+
+  Attributes:
+    query: real [Q, K] or packed uint32 [Q, W] (gathered: queries are few).
+    gallery: real [N, K] or `ShardedCodes`.
+    evaluator: `Evaluator` or `ShardedEvaluator`.
+    knn_codes: () -> (query, gallery) codes with the sign of the hash bits, gathered, for
+      the k-NN diagnostic (`subcode_accuracy`; not distributed).
+    bit_balance: () -> 1 - mean_k |mean_n sign(h_nk)| over the gallery.
+  """
+
+  query: Any
+  gallery: Any
+  evaluator: type
+  knn_codes: Callable[[], tuple[np.ndarray, np.ndarray]]
+  bit_balance: Callable[[], float]
+
+
+def encode_splits(encoder: Encoder, state: State, query, gallery, *, mesh,
+                  batch_size: int) -> SplitCodes:
+  """Encodes two splits for `evaluate` (see `SplitCodes`)."""
+  if jax.process_count() == 1:
+    q_codes, g_codes = (encode(encoder, state, split.images, mesh, batch_size)
+                        for split in (query, gallery))
+    bits = np.where(g_codes >= 0, 1.0, -1.0)
+    return SplitCodes(q_codes, g_codes, evaluator_lib.Evaluator, lambda: (q_codes, g_codes),
+                      lambda: float(1.0 - np.mean(np.abs(bits.mean(axis=0)))))
+  variables = model_variables(state)
+  encode_fn = functools.partial(encoder.packed_sharded, variables)
+  q_codes, g_codes = (
+      sharded_lib.encode_to_shards(encode_fn, split.images, mesh, parallel.DATA_AXIS,
+                                   batch_size, data_lib.images_to_float)
+      for split in (query, gallery))
+  sample = jax.ShapeDtypeStruct((mesh.devices.size, *gallery.images.shape[1:]), jnp.float32)
+  num_bits = jax.eval_shape(encoder.replicated, variables, sample)["codes"].shape[-1]
+  q_packed = q_codes.gather()
+  knn_codes = lambda: (retrieval_lib.unpack_codes(q_packed, num_bits),
+                       retrieval_lib.unpack_codes(g_codes.gather(), num_bits))
+  return SplitCodes(q_packed, g_codes, sharded_lib.ShardedEvaluator, knn_codes,
+                    lambda: sharded_lib.bit_balance(g_codes, num_bits))
 
 
 def evaluate(encoder, state, splits, query: str, gallery: str, *, config, mesh,
@@ -260,72 +311,17 @@ def evaluate(encoder, state, splits, query: str, gallery: str, *, config, mesh,
   Returns:
     Flat dict: "mAP@100", ..., "<preference>/mAP@100", "<group>/<metric>", "bit_balance".
   """
-  if jax.process_count() > 1:
-    return evaluate_sharded(encoder, state, splits, query, gallery, config=config, mesh=mesh,
-                            segments=segments)
   ec = config.eval
   q, g = splits.data[query], splits.data[gallery]
-  q_codes = encode(encoder, state, q.images, mesh, ec.batch_size)
-  g_codes = encode(encoder, state, g.images, mesh, ec.batch_size)
-  ev = evaluator_lib.Evaluator(splits.schema, ks=tuple(ec.ks), relevance=ec.relevance,
-                               preferences=tuple(ec.preferences), segments=tuple(segments),
-                               ties=ec.ties)
-  k_nn = int(ec.get("subcode_knn", 0))  # > 0: k-NN accuracy of each sub-code's characteristic
-  # With held-out pairs only the gallery items of seen pairs vote (see subcode_accuracy).
-  voters = (groups_lib.held_out_groups(g.labels, splits.schema, config.data, gallery)["seen"]
-            if k_nn and groups_lib.held_out_pairs(config.data, gallery) else None)
-
-  def run(codes, labels):
-    out = dict(ev.run(codes, labels, g_codes, g.labels))
-    if k_nn:
-      out.update(subcode_accuracy.subcode_accuracy(codes, labels, g_codes, g.labels,
-                                                   splits.schema, segments, k=k_nn,
-                                                   reference=voters))
-    return out
-
-  results = run(q_codes, q.labels)
-  for group_rule in ec.get("query_groups", ()):
-    for name, mask in groups_lib.query_groups(group_rule, q.labels, splits.schema,
-                                              config.data, query).items():
-      if mask.any():
-        sub = {k: v[mask] for k, v in q.labels.items()}
-        for k, v in run(q_codes[mask], sub).items():
-          results[f"{name}/{k}"] = v
-        results[f"{name}/num_queries"] = float(mask.sum())
-  bits = np.where(g_codes >= 0, 1.0, -1.0)
-  results["bit_balance"] = float(1.0 - np.mean(np.abs(bits.mean(axis=0))))
-  return {k: float(v) for k, v in results.items()}
-
-
-def evaluate_sharded(encoder: Encoder, state, splits, query: str, gallery: str, *, config,
-                     mesh, segments) -> dict[str, float]:
-  """`evaluate` for multi-process runs: the same metrics, the gallery never gathered.
-
-  Each process encodes only the images of its own devices' row blocks; the packed codes
-  stay on those devices; ranking is `hamming_topk` over the sharded gallery and every
-  other per-query gallery sum is taken per process and added (evaluation/sharded.py).
-  The numbers equal those of `evaluate` in one process exactly.
-  """
-  ec = config.eval
-  q, g = splits.data[query], splits.data[gallery]
-  variables = model_variables(state)
-  encode_fn = functools.partial(encoder.packed_sharded, variables)
-  q_codes, g_codes = (
-      sharded_lib.encode_to_shards(encode_fn, split.images, mesh, parallel.DATA_AXIS,
-                                   ec.batch_size, data_lib.images_to_float)
-      for split in (q, g))
-  ev = sharded_lib.ShardedEvaluator(splits.schema, ks=tuple(ec.ks), relevance=ec.relevance,
-                                    preferences=tuple(ec.preferences),
-                                    segments=tuple(segments), ties=ec.ties)
-  q_packed = q_codes.gather()
-  per_query = ev.per_query(q_packed, q.labels, g_codes, g.labels)
-  sample = jax.ShapeDtypeStruct((mesh.devices.size, *g.images.shape[1:]), jnp.float32)
-  num_bits = jax.eval_shape(encoder.replicated, variables, sample)["codes"].shape[-1]
-  k_nn = int(ec.get("subcode_knn", 0))
+  codes = encode_splits(encoder, state, q, g, mesh=mesh, batch_size=ec.batch_size)
+  ev = codes.evaluator(splits.schema, ks=tuple(ec.ks), relevance=ec.relevance,
+                       preferences=tuple(ec.preferences), segments=tuple(segments),
+                       ties=ec.ties)
+  per_query = ev.per_query(codes.query, q.labels, codes.gallery, g.labels)
+  k_nn = int(ec.subcode_knn)  # > 0: k-NN accuracy of each sub-code's characteristic
   if k_nn:
-    # A diagnostic, computed as in `evaluate` from the gathered codes (not distributed).
-    q_bits = retrieval_lib.unpack_codes(q_packed, num_bits)
-    g_bits = retrieval_lib.unpack_codes(g_codes.gather(), num_bits)
+    q_knn, g_knn = codes.knn_codes()
+    # With held-out pairs only the gallery items of seen pairs vote (see subcode_accuracy).
     voters = (groups_lib.held_out_groups(g.labels, splits.schema, config.data, gallery)["seen"]
               if groups_lib.held_out_pairs(config.data, gallery) else None)
 
@@ -334,29 +330,23 @@ def evaluate_sharded(encoder: Encoder, state, splits, query: str, gallery: str, 
     if k_nn:
       pick = slice(None) if mask is None else mask
       out.update(subcode_accuracy.subcode_accuracy(
-          q_bits[pick], {k: v[pick] for k, v in q.labels.items()}, g_bits, g.labels,
+          q_knn[pick], {k: v[pick] for k, v in q.labels.items()}, g_knn, g.labels,
           splits.schema, segments, k=k_nn, reference=voters))
     return out
 
   results = run()
-  for group_rule in ec.get("query_groups", ()):
+  for group_rule in ec.query_groups:
     for name, mask in groups_lib.query_groups(group_rule, q.labels, splits.schema,
                                               config.data, query).items():
       if mask.any():
         for k, v in run(mask).items():
           results[f"{name}/{k}"] = v
         results[f"{name}/num_queries"] = float(mask.sum())
-  results["bit_balance"] = sharded_lib.bit_balance(g_codes, num_bits)
+  results["bit_balance"] = codes.bit_balance()
   return {k: float(v) for k, v in results.items()}
 
 
 # ----------------------------------------------------------------------------- main loop
-
-def _format_eta(seconds: float) -> str:
-  seconds = int(max(seconds, 0))
-  return f"{seconds // 3600}h{seconds // 60 % 60:02d}m" if seconds >= 3600 else (
-      f"{seconds // 60}m{seconds % 60:02d}s")
-
 
 def _log(msg: str):
   if jax.process_index() == 0:
@@ -364,7 +354,19 @@ def _log(msg: str):
   logging.info(msg)
 
 
-default_data_dir = config_lib.default_data_dir  # one rule, shared with the retrieval app
+def default_data_dir(config) -> str:
+  """Where TFDS builders write (`data.pipeline.default_data_dir` of `config.data`)."""
+  return data_lib.default_data_dir(config.data)
+
+
+def _read_results(path: str) -> dict[str, float] | None:
+  """The results of a finished run, or None when the file is missing or unreadable."""
+  try:
+    with open(path) as f:
+      results = json.load(f)
+  except (OSError, ValueError):
+    return None
+  return results if isinstance(results, dict) and "selected_step" in results else None
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
@@ -382,6 +384,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   if jax.process_index() == 0:
     atomic_write_json(os.path.join(workdir, "config.json"), json.loads(config.to_json_best_effort()))
   tc = config.train
+  # The train section is checked before any data is read: a typo fails in a second.
+  tx = make_optimizer(tc)
+  checkpointing.check_best_mode(tc.best_mode)
   mesh = parallel.make_mesh(config.mesh.data)
   parallel.check_batch_size(tc.batch_size, mesh)
 
@@ -395,13 +400,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   model = models_lib.build_model(config.model, schema)
   segments = () if config.model.head == "flat" else models_lib.segments(config.model, schema)
   loss_fn = losses_lib.get_loss(config.loss, schema)  # validated against the data now
-  tx = make_optimizer(tc)
   root_key = jax.random.key(config.seed)
   init_key, step_key = jax.random.split(root_key)
   image_shape = splits.data["train"].images.shape[1:]
   state, shardings = create_train_state(model, loss_fn, tx, mesh, image_shape, init_key)
   ckpt = checkpointing.Checkpoints(os.path.join(workdir, "checkpoints"),
-                                   keep=tc.keep_checkpoints, best_metric=tc.best_metric)
+                                   keep=tc.keep_checkpoints, best_metric=tc.best_metric,
+                                   best_mode=tc.best_mode)
   # Resume order: (1) the latest step in <workdir>/checkpoints/last that restores (a
   # corrupt one is moved aside with a warning and the previous step tried); (2) otherwise
   # a fresh initialisation from config.seed. Batches and step keys depend only on (seed,
@@ -411,6 +416,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     state = restored
     _log(f"Resumed from {workdir}/checkpoints/last at step {int(state['step'])}")
   start = int(state["step"])
+  finished = _read_results(os.path.join(workdir, "results.json")) if start >= tc.steps else None
+  if finished is not None:
+    # A rerun of a finished workdir: evaluating again would log a second test row and
+    # report ~0 training seconds; the recorded results stand.
+    ckpt.close()
+    _log(f"{workdir} is finished (step {start}, results.json); returning its results")
+    return finished
 
   writer = metric_writing.create_writer(os.path.join(workdir, "logs"))
   try:
@@ -471,13 +483,13 @@ def _train_loop(config, workdir, splits, mesh, model, loss_fn, tx, state, shardi
       scalars["train/examples_per_sec"] = rate
       writer.write_scalars(done, scalars)
       _log(f"step {done}/{tc.steps} | loss {scalars['train/loss']:.4f} | {rate:.1f} ex/s | "
-           f"ETA {_format_eta((tc.steps - done) * tc.batch_size / max(rate, 1e-9))}")
+           f"ETA {format_eta((tc.steps - done) * tc.batch_size / max(rate, 1e-9))}")
     # Validate before saving: a crash in between must not leave a saved, never-validated
     # step that a resumed run would skip (it could then never be selected as best).
     if done % tc.eval_every == 0 or done == tc.steps:
       validate(state, done)
     # stop_after_steps: a time-limited job slice (e.g. a SLURM allocation) saves and exits.
-    stop = bool(tc.get("stop_after_steps", 0)) and done - start >= tc.stop_after_steps
+    stop = bool(tc.stop_after_steps) and done - start >= tc.stop_after_steps
     stop = stop and done < tc.steps
     if done % tc.checkpoint_every == 0 or done == tc.steps or stop:
       ckpt.save_last(done, state)

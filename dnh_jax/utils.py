@@ -1,8 +1,7 @@
-"""Small shared helpers: atomic file writes and content hashes."""
+"""Small shared helpers: atomic file writes and the ETA format of progress lines."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
@@ -43,5 +42,8 @@ def atomic_write_json(path: str, obj: Any) -> None:
   atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
 
-def sha256_hex(data: bytes) -> str:
-  return hashlib.sha256(data).hexdigest()
+def format_eta(seconds: float) -> str:
+  """Seconds left as "12m05s", or "3h07m" from an hour on (progress lines)."""
+  seconds = int(max(seconds, 0))
+  return f"{seconds // 3600}h{seconds // 60 % 60:02d}m" if seconds >= 3600 else (
+      f"{seconds // 60}m{seconds % 60:02d}s")

@@ -133,7 +133,7 @@ def test_bad_medphantom_parameters_raise(tmp_path):
 # ------------------------------------------------------------ half-built datasets
 
 def test_interrupted_build_is_never_mistaken_for_complete(tmp_path, monkeypatch):
-  from dnh_jax.data import phantom
+  from dnh_jax.data.medphantom import renderer as phantom
   cfg = data_cfg(num_examples=20, image_size=28)
   real = phantom.render
   calls = []
@@ -162,7 +162,7 @@ def test_killed_build_leaves_only_an_incomplete_dir(tmp_path):
   script = textwrap.dedent(f"""
       import os
       from dnh_jax import config_lib
-      from dnh_jax.data import phantom
+      from dnh_jax.data.medphantom import renderer as phantom
       from dnh_jax.data.builders import base, get_builder
       cfg = config_lib.base_config().data
       cfg.image_size, cfg.num_examples = 28, 20

@@ -114,3 +114,71 @@ def test_baseline_loss_weights_can_be_set_from_the_command_line():
   assert parse("--config.loss.weights.eta=0.5").loss.weights.eta == 0.5
   with pytest.raises(Exception, match="etaa"):
     parse("--config.loss.weights.etaa=0.5")
+
+
+# Names under which the code reads each config section (`tc = config.train`, ...).
+_SECTION_NAMES = {"data": ("data_cfg",), "model": ("model_cfg",), "train": ("tc",),
+                  "eval": ("ec",), "loss": ("loss_cfg", "cfg"), "mesh": (), "report": ()}
+_METHODS = {"get", "to_dict", "to_json_best_effort", "lock", "unlock", "keys", "items"}
+
+
+def fields_the_code_reads() -> set[tuple[str, str]]:
+  """(section, field) of every `config.<section>.<field>`, `<alias>.<field>` and
+  `<alias>.get("<field>"` in the package (`cfg` only in losses/, where it is config.loss)."""
+  import re  # pylint: disable=g-import-not-at-top
+  found = set()
+  for path in glob.glob(os.path.join(ROOT, "dnh_jax", "**", "*.py"), recursive=True):
+    text = open(path).read()
+    for section, aliases in _SECTION_NAMES.items():
+      names = [rf"config\.{section}"] + [re.escape(a) for a in aliases
+                                         if a != "cfg" or f"{os.sep}losses{os.sep}" in path]
+      for name in names:
+        for field in re.findall(rf"\b{name}\.([a-z_]+)\b", text):
+          found.add((section, field))
+        for field in re.findall(rf"\b{name}\.get\(\"([a-z_]+)\"", text):
+          found.add((section, field))
+  return {(s, f) for s, f in found if f not in _METHODS}
+
+
+def test_every_field_the_code_reads_is_in_base_config():
+  fields = fields_the_code_reads()
+  assert ("train", "decay_every") in fields and ("loss", "organ") in fields  # the walk works
+  base = config_lib.base_config()
+  missing = sorted(f"{s}.{f}" for s, f in fields if f not in base[s])
+  assert not missing, f"read by the code but not defined in base_config: {missing}"
+
+
+def test_every_base_field_is_set_with_a_comment():
+  """Every field of base_config is set on a line of its own with a one-line comment."""
+  import inspect  # pylint: disable=g-import-not-at-top
+  import re  # pylint: disable=g-import-not-at-top
+  lines = inspect.getsource(config_lib.base_config).splitlines()
+  for section, fields in config_lib.base_config().items():
+    if not hasattr(fields, "keys"):
+      continue
+    for field in fields.keys():
+      setting = [l for l in lines if re.match(rf"\s+({section[0]}|c\.{section})\.{field} = ", l)]
+      assert setting, f"{section}.{field} is not set in base_config"
+      assert all("#" in l for l in setting), f"{section}.{field} has no comment: {setting}"
+
+
+@pytest.mark.parametrize("path", CONFIG_FILES, ids=os.path.basename)
+def test_every_field_the_code_reads_is_settable_from_the_command_line(path):
+  """`--config.train.decay_every=10`, `--config.loss.organ=organ`, ...: with the config
+  locked (as main.py loads it), each field the code reads can be overridden."""
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
+  module = _load(path)
+  config = module.get_config(None)
+  overrides = []
+  for section, field in sorted(fields_the_code_reads()):
+    value = config[section][field]
+    if isinstance(value, (bool, int, float, str)) and not isinstance(value, bool):
+      overrides.append(f"--config.{section}.{field}={value}")
+  assert "--config.train.decay_every=1000" in overrides
+  fv, argv = flags.FlagValues(), ["prog", f"--config={path}", *overrides]
+  # The override flags are found from the argv given at definition.
+  config_flags.DEFINE_config_file("config", None, "", flag_values=fv, lock_config=True,
+                                  sys_argv=argv)
+  fv(argv)
+  assert fv.config.train.decay_every == 1000 and fv.config.loss.organ == config.loss.organ

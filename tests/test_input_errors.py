@@ -19,7 +19,7 @@ from dnh_jax import config_lib
 from dnh_jax import metric_writing
 from dnh_jax.data import pipeline
 from dnh_jax.data import schema as schema_lib
-from dnh_jax.data import split_checks
+from dnh_jax.evaluation import split_checks
 from dnh_jax.data.builders import base
 from dnh_jax.data.builders import get_builder
 from dnh_jax.data.builders import medmnist

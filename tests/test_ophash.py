@@ -10,6 +10,7 @@ import ml_collections
 import numpy as np
 import pytest
 
+from dnh_jax import config_lib
 from dnh_jax.data import schema as schema_lib
 from dnh_jax.losses import ophash
 
@@ -35,7 +36,9 @@ def _codes(seed=0, batch=6, bits=8):
 
 
 def _cfg(**weights):
-  return ml_collections.ConfigDict({"name": "ophash", "weights": weights})
+  cfg = config_lib.base_config().loss  # every field the loss reads, with its default
+  cfg.name, cfg.weights = "ophash", ml_collections.ConfigDict(weights)
+  return cfg
 
 
 def test_pair_types_by_hand():

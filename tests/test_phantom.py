@@ -7,13 +7,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dnh_jax.data import phantom
-from dnh_jax.data import phantom_paint as C
-from dnh_jax.data import phantom_modalities as M
-from dnh_jax.data import phantom_oct
-from dnh_jax.data import phantom_slices
+from dnh_jax.data.medphantom import renderer as phantom
+from dnh_jax.data.medphantom import sheet
+from dnh_jax.data.medphantom import paint as C
+from dnh_jax.data.medphantom import modalities as M
+from dnh_jax.data.medphantom import oct
+from dnh_jax.data.medphantom import slices
 from dnh_jax.data import schema
-from dnh_jax.data.phantom_core import F32
+from dnh_jax.data.medphantom.core import F32
 
 pytestmark = pytest.mark.filterwarnings("error::RuntimeWarning")
 
@@ -271,13 +272,13 @@ def test_windowed_painting_equals_whole_image_painting():
   diseases = {"brain": "meningioma", "breast": "malignant", "chest": "pneumonia",
               "retina": "cnv", "abdomen": "liver_lesion"}
   for seed in range(4):
-    for organ, template in phantom_slices.SLICE_TEMPLATES.items():
+    for organ, template in slices.SLICE_TEMPLATES.items():
       scene = template(np.random.default_rng(seed), 1.0, diseases[organ], 1.0, 0.05, "US")
       scene.anatomy = [p for p in scene.anatomy if isinstance(p, C.Prim)]
       scene.disease = [p for p in scene.disease if isinstance(p, C.Prim)]
       views = [M.posed_grid(np.random.default_rng(seed), 48, 1.0),
                M.fan_view(scene.info, np.random.default_rng(seed), 48, 1.0, 0.1),
-               phantom_oct.oct_grid(np.random.default_rng(seed), 48, 1.0)]
+               oct.oct_grid(np.random.default_rng(seed), 48, 1.0)]
       for view in views:
         fast = C.paint(scene, view)
         slow = C.paint(scene, C.View(view.X, view.Y, view.px, np.random.default_rng(0)))
@@ -287,29 +288,29 @@ def test_windowed_painting_equals_whole_image_painting():
 
 def test_contact_sheet_cli(tmp_path):
   out = tmp_path / "sheet.png"
-  assert phantom.main(["--sheet", str(out), "--size", "28", "--per-combination", "2"]) == 0
+  assert sheet.main(["--sheet", str(out), "--size", "28", "--per-combination", "2"]) == 0
   img = Image.open(out)
   assert img.mode == "L" and img.size[0] > 200 and img.size[1] > 100
   assert os.listdir(tmp_path) == ["sheet.png"]  # no temporary file left behind
   out2 = tmp_path / "multi.png"
-  assert phantom.main(["--sheet", str(out2), "--size", "28", "--per-combination", "1",
+  assert sheet.main(["--sheet", str(out2), "--size", "28", "--per-combination", "1",
                        "--multilabel"]) == 0
   assert Image.open(out2).size[1] > 100
   with pytest.raises(SystemExit):
-    phantom.main(["--sheet", str(out), "--combinations", "some"])
+    sheet.main(["--sheet", str(out), "--combinations", "some"])
   with pytest.raises(SystemExit):
-    phantom.main(["--sheet", str(tmp_path / "missing" / "x.png"), "--size", "28",
+    sheet.main(["--sheet", str(tmp_path / "missing" / "x.png"), "--size", "28",
                   "--per-combination", "1"])
   with pytest.raises(SystemExit):
-    phantom.main(["--sheet", str(out), "--size", "300"])
+    sheet.main(["--sheet", str(out), "--size", "300"])
 
 
 def test_layers_paint_like_stacked_below_prims():
-  from dnh_jax.data.phantom_core import Below
+  from dnh_jax.data.medphantom.core import Below
   curves = [lambda x, k=k: F32(-0.6 + 0.3 * k) + F32(0.2 * (k % 2)) * np.sin(3 * x)
             for k in range(5)]
   tissues = (3, 5, 7, 9, 11)
-  view = phantom_oct.oct_grid(np.random.default_rng(0), 40, 1.0)
+  view = oct.oct_grid(np.random.default_rng(0), 40, 1.0)
   layered = C.Scene([C.Layers(lambda x: [c(x) for c in curves], tissues)], [], [], 0)
   stacked = C.Scene([C.Prim(Below(c), t) for c, t in zip(curves, tissues)], [], [], 0)
   a, b = C.paint(layered, view).labels, C.paint(stacked, view).labels

@@ -63,7 +63,7 @@ def retriever(workdir):
 @pytest.fixture(scope="session")
 def splits(retriever):
   c = retriever.config
-  return data_lib.load_splits(c.data, seed=c.seed, data_dir=config_lib.default_data_dir(c))
+  return data_lib.load_splits(c.data, seed=c.seed, data_dir=data_lib.default_data_dir(c.data))
 
 
 @pytest.fixture(scope="session")

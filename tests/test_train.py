@@ -63,6 +63,12 @@ def test_two_step_run_on_four_devices(tmp_path):
   assert steps_logged == [1, 2]
   assert all(np.isfinite(r["train/grad_norm"]) for r in log if "train/grad_norm" in r)
 
+  # A rerun of the finished workdir returns the recorded results: no second test row in
+  # metrics.jsonl, train/seconds not overwritten with the rerun's ~0.
+  again = train.train_and_evaluate(tiny_config(steps=2), str(tmp_path))
+  assert again == on_disk
+  assert len(open(tmp_path / "logs" / "metrics.jsonl").readlines()) == len(log)
+
 
 def test_resume_matches_uninterrupted_run(tmp_path):
   straight, resumed = tmp_path / "straight", tmp_path / "resumed"

@@ -1,4 +1,8 @@
-"""Data: label schema, MedPhantom renderer, TFDS builders, splits and batches.
+"""Data: label schema and rules, the MedPhantom renderer, TFDS builders, splits, batches.
+
+The bottom layer: it imports nothing of models, losses, evaluation or the trainer. Label
+rules live here once - pair similarities and class targets (`similarity`), held-out
+(modality, organ) pairs (`held_out`) - and `medphantom/` is the procedural renderer.
 
 The trainer uses exactly this surface:
 
@@ -24,6 +28,7 @@ _EXPORTS = {
     "SPLITS": "dnh_jax.data.pipeline",
     "SplitData": "dnh_jax.data.pipeline",
     "Splits": "dnh_jax.data.pipeline",
+    "default_data_dir": "dnh_jax.data.pipeline",
     "load_splits": "dnh_jax.data.pipeline",
     "write_manifest": "dnh_jax.data.pipeline",
 }

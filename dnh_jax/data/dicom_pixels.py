@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from dnh_jax.data import images as images_lib
+from dnh_jax.data import pixels as pixels_lib
 
 NOT_DICOM = "not_dicom"
 NO_PIXEL_DATA = "no_pixel_data"
@@ -239,7 +239,7 @@ def to_display(pixels: np.ndarray, ds) -> tuple[np.ndarray, str]:
       "ModalityLUTSequence"):
     unit, rule = pixels.astype(np.float64) / 255.0, "full_range"
   else:
-    unit, rule = images_lib.to_unit_range(np.asarray(values, np.float64)) / 255.0, "percentile"
+    unit, rule = pixels_lib.to_unit_range(np.asarray(values, np.float64)) / 255.0, "percentile"
   unit = np.clip(unit, 0.0, 1.0)
   if photometric == "MONOCHROME1":
     unit = 1.0 - unit
@@ -277,4 +277,4 @@ def load_example(args: tuple[str, int]):
     image, info = read_display(path)
   except Unusable as e:
     return "skipped", e.reason, str(e)
-  return "ok", images_lib.fit_to_size(image * 255.0, size), info
+  return "ok", pixels_lib.fit_to_size(image * 255.0, size), info

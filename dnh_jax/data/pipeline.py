@@ -25,7 +25,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import tempfile
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -33,7 +32,8 @@ import numpy as np
 from dnh_jax.data import schema as schema_lib
 from dnh_jax.data.builders import base
 from dnh_jax.data.builders import get_builder
-from dnh_jax.data.builders import medphantom
+from dnh_jax.data.held_out import parse_held_out
+from dnh_jax.utils import atomic_write_text
 
 SPLITS = ("train", "val_query", "val_gallery", "query", "gallery")
 TEST_SPLITS = ("query", "gallery")   # the only splits held-out pairs may enter
@@ -251,6 +251,12 @@ def make_splits(arrays: Mapping[str, np.ndarray], schema: schema_lib.Schema, *,
   return out
 
 
+def default_data_dir(data_cfg) -> str:
+  """Where TFDS builders write: data.data_dir, $DNH_DATA_DIR, or a user cache."""
+  return (data_cfg.data_dir or os.environ.get("DNH_DATA_DIR")
+          or os.path.join(os.path.expanduser("~"), ".cache", "dnh_jax", "tfds"))
+
+
 def load_splits(data_cfg, *, seed: int, data_dir: str) -> Splits:
   """Builds or reuses the dataset `data_cfg.name` and draws the five splits.
 
@@ -265,8 +271,8 @@ def load_splits(data_cfg, *, seed: int, data_dir: str) -> Splits:
   if int(seed) != seed or seed < 0:
     raise ValueError(f"seed={seed!r}: expected a non-negative integer")
   fractions = split_fractions(data_cfg.split)
-  pairs = medphantom.parse_held_out(data_cfg.held_out)
-  val_pairs = medphantom.parse_held_out(data_cfg.val_held_out)
+  pairs = parse_held_out(data_cfg.held_out)
+  val_pairs = parse_held_out(data_cfg.val_held_out, "data.val_held_out")
   builder = get_builder(data_cfg, data_dir)
   expected = builder.params.get("num_examples")
   builder = base.prepare(builder, expected_examples=expected)
@@ -281,19 +287,8 @@ def load_splits(data_cfg, *, seed: int, data_dir: str) -> Splits:
 
 
 def write_manifest(splits: Splits, path: str) -> None:
-  """Writes `splits.manifest` as JSON to `path` atomically (temp file, then rename)."""
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(prefix=".manifest.", suffix=".tmp", dir=directory)
-  try:
-    with os.fdopen(fd, "w") as f:
-      json.dump(splits.manifest, f, separators=(",", ":"))
-      f.write("\n")
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
+  """Writes `splits.manifest` as JSON to `path` atomically (`utils.atomic_write_text`)."""
+  atomic_write_text(path, json.dumps(splits.manifest, separators=(",", ":")) + "\n")
 
 
 def verify_manifest(splits: Splits, manifest: Mapping[str, Any]) -> None:

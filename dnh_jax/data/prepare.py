@@ -27,10 +27,10 @@ flags.mark_flags_as_required(["config"])
 
 def prepare(config) -> str:
   """Builds or verifies `config.data`; returns the lines to print."""
-  from dnh_jax import train   # pylint: disable=g-import-not-at-top  (default_data_dir)
+  from dnh_jax.data.pipeline import default_data_dir   # pylint: disable=g-import-not-at-top
   from dnh_jax.data import ingest_report   # pylint: disable=g-import-not-at-top
   from dnh_jax.data.builders import base, get_builder   # pylint: disable=g-import-not-at-top
-  builder = get_builder(config.data, train.default_data_dir(config))
+  builder = get_builder(config.data, default_data_dir(config.data))
   found = base.is_prepared(builder)
   builder = base.prepare(builder, expected_examples=builder.params.get("num_examples"))
   count = builder.info.splits[base.SPLIT].num_examples

@@ -12,7 +12,7 @@ Every example produced by every builder in `dnh_jax.data` is a dict::
     {"image": uint8[H, W, 1], "id": int64[], <characteristic name>: int32[] | uint8[V]}
 
 Relevance rules (`dnh_jax.evaluation.relevance`) and pair similarities
-(`dnh_jax.losses.pairs`) are derived from these labels, never hand-coded per dataset.
+(`dnh_jax.data.similarity`) are derived from these labels, never hand-coded per dataset.
 """
 
 from __future__ import annotations
@@ -121,7 +121,8 @@ class Schema:
 
 
 # ---------------------------------------------------------------------------------------
-# Vocabularies of the published multi-characteristic collection (RESEARCH.md) and of the
+# Vocabularies of the published multi-characteristic collection (MODHash, Scientific Reports
+# 2025; see losses/structured.py) and of the
 # NIH ChestX-ray14 findings. MedPhantom renders exactly these.
 
 MODALITIES = ("CT", "MRI", "XR", "US", "OCT")
@@ -149,7 +150,7 @@ PUBLISHED_COMBINATIONS = tuple(
     + [("CT", "chest", d) for d in ("covid", "chest_normal")]
     + [("OCT", "retina", d) for d in DISEASES_BY_ORGAN["retina"]])
 
-# NIH ChestX-ray14 findings without Hernia (RESEARCH.md objective 3).
+# NIH ChestX-ray14 findings without Hernia (Wang et al., ChestX-ray8, CVPR 2017; objective 3).
 CHEST_FINDINGS = ("atelectasis", "cardiomegaly", "effusion", "infiltration", "mass",
                   "nodule", "pneumonia", "pneumothorax", "consolidation", "edema",
                   "emphysema", "fibrosis", "pleural_thickening")

@@ -1,4 +1,7 @@
-"""Retrieval metrics (per query, tie-aware), relevance rules and the code-level evaluator."""
+"""Retrieval evaluation: metrics (the dense NumPy reference, per query, tie-aware),
+relevance rules, the shared kernel + finisher (`kernel`), the evaluator (`evaluator`, one
+process; `sharded`, a gallery split over processes), query groups, k-NN sub-code accuracy
+and the pre-training split checks."""
 
 from dnh_jax.evaluation.evaluator import Evaluator, evaluate_codes
 from dnh_jax.evaluation.metrics import (TIES, acg, average_precision, ndcg, pr_curve,

@@ -12,12 +12,7 @@ from typing import Callable, Mapping
 import numpy as np
 
 from dnh_jax.data import schema as schema_lib
-
-
-def held_out_pairs(data_cfg, split: str = "query") -> tuple[str, ...]:
-  """The pairs never trained on that a split's queries may hold: `data.held_out` for the
-  test splits, `data.val_held_out` (the validation of transfer) for the val splits."""
-  return tuple(data_cfg.val_held_out if split.startswith("val") else data_cfg.held_out)
+from dnh_jax.data.held_out import held_out_pairs
 
 
 def held_out_groups(labels: Mapping[str, np.ndarray], schema: schema_lib.Schema,
@@ -33,9 +28,8 @@ def held_out_groups(labels: Mapping[str, np.ndarray], schema: schema_lib.Schema,
   Returns:
     {"held_out": bool[Q], "seen": bool[Q]}.
   """
-  pairs = [p.split("/") for p in held_out_pairs(data_cfg, split)]
   held = np.zeros(len(labels["modality"]), bool)
-  for modality, organ in pairs:
+  for modality, organ in held_out_pairs(data_cfg, split):
     held |= ((labels["modality"] == schema["modality"].index(modality))
              & (labels["organ"] == schema["organ"].index(organ)))
   return {"held_out": held, "seen": ~held}

@@ -4,8 +4,9 @@ In a multi-process run the gallery codes stay where they were encoded: a uint32 
 jax.Array split row-wise over the mesh's `data` axis, device j holding the contiguous rows
 [j * L, (j + 1) * L) (rows >= N are padding). Nothing of size N is gathered to a host.
 
-The metrics are exactly those of `evaluate_codes` / `Evaluator`, computed from two kinds
-of gallery quantities, both exact under sharding:
+The metrics are exactly those of `evaluate_codes` / `Evaluator` - the same kernel and
+finisher (`dnh_jax.evaluation.kernel`), of which one process is the P = 1 case - computed
+from two kinds of gallery quantities, both exact under sharding:
 
 * the top-k lists (index ties): `hamming_topk` over the sharded gallery, each device
   ranking its rows and the shard lists merged exactly by (distance, gallery index);
@@ -15,8 +16,8 @@ of gallery quantities, both exact under sharding:
 
 So each process does O(Q * N / P) of the distance and label work, and the numbers agree
 exactly (not to a tolerance) with a one-process evaluation of the same codes. Orders that
-need the whole ranking (`ties="optimistic" | "pessimistic"`) gather the packed gallery to
-every process and run `evaluate_codes` (correct, not distributed).
+need the whole ranking (`ties="optimistic" | "pessimistic"`, whole-gallery AP) gather the
+packed gallery to every process and run `evaluate_codes` (correct, not distributed).
 """
 
 from __future__ import annotations
@@ -32,12 +33,12 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from dnh_jax.data.schema import Schema
+from dnh_jax.evaluation import kernel
 from dnh_jax.evaluation import metrics as M
-from dnh_jax.evaluation import evaluator as evaluator_lib
-from dnh_jax.evaluation.evaluator import evaluate_codes
+from dnh_jax.evaluation.evaluator import Evaluator, evaluate_codes, top_k_lists
 from dnh_jax.evaluation.relevance import check_labels, get_relevance
 from dnh_jax.retrieval.codes import unpack_codes
-from dnh_jax.retrieval.hamming import distance_terms, hamming_distances, hamming_topk
+from dnh_jax.retrieval.hamming import hamming_topk
 
 SHARDED_TIES = ("index", "expected")
 
@@ -214,10 +215,6 @@ def sum_over_processes(stats: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]
 
 # ----------------------------------------------------------------------------- metrics
 
-def _distance_dtype(max_distance: int):
-  return np.uint8 if max_distance < 2**8 else np.uint16 if max_distance < 2**16 else np.int32
-
-
 def _top_indices(queries, gallery: ShardedCodes, k: int, segments, weights) -> np.ndarray:
   """int[Q, k]: exact top-k over the sharded gallery, padding rows dropped.
 
@@ -241,7 +238,7 @@ def sharded_evaluate_codes(query_packed: np.ndarray, query_labels, gallery: Shar
                            ks: Sequence[int] = (100,), ties: str = "index",
                            segments: Sequence[int] | None = None,
                            weights: Sequence[int] | None = None, radius: int | None = 2,
-                           num_bits: int | None = None,
+                           whole_gallery: bool = False, num_bits: int | None = None,
                            query_chunk: int = 128) -> dict[str, np.ndarray]:
   """`evaluate_codes` with the gallery sharded over devices and processes.
 
@@ -250,163 +247,58 @@ def sharded_evaluate_codes(query_packed: np.ndarray, query_labels, gallery: Shar
     query_labels: {characteristic: labels [Q] | [Q, V]}.
     gallery: the sharded packed gallery.
     gallery_labels: labels of all N gallery items (small; every process holds them).
-    Others: as `evaluate_codes`.
+    Others: as `evaluate_codes`; `whole_gallery` and the bound tie orders gather the
+      gallery (they need the whole ranking).
 
   Returns:
-    The per-query arrays of `evaluate_codes` (without "AP", the whole-gallery AP):
-    "AP@k", "nDCG@k", "ACG@k", "wAP@k", "P@r{radius}", "has_relevant"; identical on every
+    The per-query arrays of `evaluate_codes`: "AP@k", "nDCG@k", "ACG@k", "wAP@k",
+    "P@r{radius}", "has_relevant" (and "AP" with whole_gallery); identical on every
     process and identical to `evaluate_codes` on the gathered codes.
   """
   M._check_ties(ties)  # pylint: disable=protected-access
   qp = np.asarray(query_packed)
-  if ties not in SHARDED_TIES:
-    logging.warning("ties=%r needs the whole ranking: gathering the gallery codes", ties)
+  words = gallery.packed.shape[1]
+  if num_bits is not None and not 0 < num_bits <= 32 * words:
+    raise ValueError(f"num_bits={num_bits} does not fit {words} packed words")
+  if ties not in SHARDED_TIES or whole_gallery:
+    logging.warning("ties=%r / whole_gallery=%r need the whole ranking: gathering the "
+                    "gallery codes", ties, whole_gallery)
     return evaluate_codes(qp, query_labels, gallery.gather(), gallery_labels, schema=schema,
                           relevance=relevance, ks=ks, ties=ties, segments=segments,
-                          weights=weights, radius=radius, num_bits=num_bits,
-                          query_chunk=query_chunk)
-  words = gallery.packed.shape[1]
+                          weights=weights, radius=radius, whole_gallery=whole_gallery,
+                          num_bits=num_bits, query_chunk=query_chunk)
   if qp.ndim != 2 or qp.dtype != np.uint32 or qp.shape[1] != words:
     raise ValueError(f"query_packed: expected uint32[Q, {words}], got {qp.dtype}{qp.shape}")
   num_q, n = qp.shape[0], gallery.num_items
   qlab = check_labels(schema, query_labels, num_q, "query_labels")
   glab = check_labels(schema, gallery_labels, n, "gallery_labels")
   rule = get_relevance(relevance, schema)
-  max_gain = int(rule.max_gain(schema))
-  _, max_distance = distance_terms(words, segments, weights)
-  dtype = _distance_dtype(max_distance)
+  plan = kernel.make_plan(words, rule=rule, schema=schema, segments=segments,
+                          weights=weights, num_bits=num_bits or 32 * words, radius=radius,
+                          hist=ties == "expected", query_chunk=query_chunk)
   cut = {int(k): M._cutoff(k, n) for k in ks}  # pylint: disable=protected-access
   kmax = max(cut.values(), default=0)
   top_idx = _top_indices(qp, gallery, kmax, segments, weights) if cut else None
 
-  # Per-query sums over this process's gallery rows; added across processes below.
-  size = max_distance + 1
-  stats = {"relevant": np.zeros(num_q, np.int64),
-           "gain_counts": np.zeros((num_q, max_gain + 1), np.int64)}
-  if radius is not None:
-    stats["in_radius"] = np.zeros(num_q, np.int64)
-    stats["hits_in_radius"] = np.zeros(num_q, np.int64)
-  if ties == "expected":
-    for name in ("n", "r", "p", "g", "e"):
-      stats[name] = np.zeros((num_q, size), np.int64)
+  # Per-query sums over this process's gallery rows, added across processes.
+  sums = kernel.zero_sums(plan, num_q)
   for start, block in gallery.local_blocks():
-    sub = {name: x[start:start + len(block)] for name, x in glab.items()}
-    for s in range(0, num_q, query_chunk):
-      sl = slice(s, min(s + query_chunk, num_q))
-      b = sl.stop - sl.start
-      d = hamming_distances(qp[sl], block, segments=segments, weights=weights, dtype=dtype)
-      rel, gains = rule(schema, {name: x[sl] for name, x in qlab.items()}, sub)
-      rel = np.asarray(rel, bool)
-      gains = np.asarray(gains, np.int64)
-      if gains.size and (gains.min() < 0 or gains.max() > max_gain):
-        raise ValueError(f"relevance rule {rule.name!r} gave gains outside [0, {max_gain}]")
-      stats["relevant"][sl] += rel.sum(axis=1)
-      flat = (gains + np.arange(b)[:, None] * (max_gain + 1)).ravel()
-      stats["gain_counts"][sl] += np.bincount(
-          flat, minlength=b * (max_gain + 1)).reshape(b, max_gain + 1)
-      if radius is not None:
-        inside = d <= radius
-        stats["in_radius"][sl] += inside.sum(axis=1)
-        stats["hits_in_radius"][sl] += (inside & rel).sum(axis=1)
-      if ties == "expected":
-        flat = (d.astype(np.int64) + np.arange(b)[:, None] * size).ravel()
-        columns = {"n": None, "r": rel, "p": gains > 0, "g": gains,
-                   "e": (np.int64(1) << gains) - 1}
-        for name, col in columns.items():
-          w = None if col is None else np.asarray(col, np.int64).ravel()
-          stats[name][sl] += np.bincount(flat, w, minlength=b * size).reshape(
-              b, size).round().astype(np.int64)
-  stats = sum_over_processes(stats)
-
-  out = {"has_relevant": stats["relevant"] > 0}
-  if radius is not None:
-    count = stats["in_radius"]
-    out[f"P@r{radius}"] = np.where(count > 0, stats["hits_in_radius"] / np.maximum(count, 1),
-                                   0.0)
-  if not cut:
-    return out
-  values = np.arange(max_gain + 1, dtype=np.float64)
-  if ties == "index":
-    gathered = {name: x[top_idx] for name, x in glab.items()}
-    rel_k, gains_k = rule(schema, qlab, gathered)
-    seq_rel, seq_gain = np.asarray(rel_k), np.asarray(gains_k, np.float64)
-  else:
-    hist = {"n": stats["n"]}
-    hist.update({name: stats[name].astype(np.float64) for name in ("r", "p", "g", "e")})
-  for key, k in cut.items():
-    ideal = M.ideal_dcg(values, stats["gain_counts"], k)
-    if ties == "expected":
-      ap = M.expected_ap(hist["n"], hist["r"], k)
-      dcg = M.expected_dcg(hist["n"], hist["e"], k)
-      acg_k = M.expected_acg(hist["n"], hist["g"], k)
-      wap = M.expected_wap(hist["n"], hist["p"], hist["g"], k)
-    else:
-      ap = M.ranked_ap(seq_rel, k)
-      dcg = M.ranked_dcg(seq_gain, k)
-      acg_k = M.ranked_acg(seq_gain, k)
-      wap = M.ranked_wap(seq_gain, k)
-    out[f"AP@{key}"] = ap
-    with np.errstate(invalid="ignore", divide="ignore"):
-      out[f"nDCG@{key}"] = np.where(ideal > 0, dcg / np.where(ideal > 0, ideal, 1), np.nan)
-    out[f"ACG@{key}"] = acg_k
-    out[f"wAP@{key}"] = wap
-  return out
+    part = kernel.gallery_sums(plan, qp, qlab, block,
+                               {name: x[start:start + len(block)] for name, x in glab.items()})
+    sums = {name: sums[name] + part[name] for name in sums}
+  sums = sum_over_processes(sums)
+  seq_rel = seq_gain = None
+  if ties == "index" and cut:
+    seq_rel, seq_gain = top_k_lists(rule, schema, qlab, glab, top_idx)
+  return kernel.finish(sums, cut=cut, ties=ties, radius=radius, max_gain=plan.max_gain,
+                       seq_rel=seq_rel, seq_gain=seq_gain)
 
 
-def _mean(x: np.ndarray) -> float:
-  x = np.asarray(x, np.float64)
-  x = x[~np.isnan(x)]
-  return float(x.mean()) if x.size else float("nan")
+class ShardedEvaluator(Evaluator):
+  """`Evaluator` for a sharded gallery (`ShardedCodes`): the same options, names and
+  numbers; `per_query` takes packed queries uint32[Q, W] and the sharded gallery."""
 
-
-class ShardedEvaluator:
-  """`Evaluator` for a sharded gallery: the same options, names and numbers.
-
-  `per_query` evaluates once; `summarize` averages over all queries or a query subset
-  (a query group), which equals re-running `Evaluator.run` on that subset because every
-  metric is per query.
-  """
-
-  def __init__(self, schema: Schema, *, ks: Sequence[int] = (10, 100, 1000),
-               relevance: str = "all", preferences: Sequence[str] = (),
-               segments: Sequence[int] = (), ties: str = "index", radius: int = 2,
-               query_chunk: int = 128):
-    evaluator_lib.configure(self, schema, ks=ks, relevance=relevance,
-                            preferences=preferences, segments=segments, ties=ties,
-                            radius=radius, query_chunk=query_chunk)
-
-  def per_query(self, query_packed, query_labels, gallery: ShardedCodes,
-                gallery_labels) -> dict[str, dict[str, np.ndarray]]:
-    """{"": main per-query arrays, <preference name>: its arrays}."""
-    num_bits = sum(self.segments) if self.segments else None
-    common = dict(schema=self.schema, ks=self.ks, ties=self.ties, num_bits=num_bits,
-                  query_chunk=self.query_chunk)
-    out = {"": sharded_evaluate_codes(query_packed, query_labels, gallery, gallery_labels,
-                                      relevance=self.relevance, radius=self.radius,
-                                      **common)}
-    for pref in self.preferences:
-      out[pref.name] = sharded_evaluate_codes(
-          query_packed, query_labels, gallery, gallery_labels, relevance=pref,
-          segments=self.segments, weights=pref.segment_weights if self.segments else None,
-          radius=None, **common)
-    return out
-
-  def summarize(self, per_query: Mapping[str, Mapping[str, np.ndarray]],
-                mask: np.ndarray | None = None) -> dict[str, float]:
-    """Flat metrics named as `Evaluator.run` names them, over the queries in `mask`."""
-    pick = (lambda x: x) if mask is None else (lambda x: np.asarray(x)[mask])
-    main = per_query[""]
-    result = {}
-    for k in self.ks:
-      result[f"mAP@{k}"] = _mean(pick(main[f"AP@{k}"]))
-      result[f"nDCG@{k}"] = _mean(pick(main[f"nDCG@{k}"]))
-      result[f"ACG@{k}"] = _mean(pick(main[f"ACG@{k}"]))
-      result[f"wMAP@{k}"] = _mean(pick(main[f"wAP@{k}"]))
-    result[f"P@r{self.radius}"] = _mean(pick(main[f"P@r{self.radius}"]))
-    result["frac_no_relevant"] = float(1.0 - np.mean(pick(main["has_relevant"])))
-    for pref in self.preferences:
-      per = per_query[pref.name]
-      for k in self.ks:
-        result[f"{pref.name}/mAP@{k}"] = _mean(pick(per[f"AP@{k}"]))
-        result[f"{pref.name}/nDCG@{k}"] = _mean(pick(per[f"nDCG@{k}"]))
-    return result
+  def evaluate(self, query_codes, query_labels, gallery_codes, gallery_labels,
+               **options) -> dict[str, np.ndarray]:
+    return sharded_evaluate_codes(query_codes, query_labels, gallery_codes, gallery_labels,
+                                  **options)

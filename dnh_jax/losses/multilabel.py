@@ -23,8 +23,8 @@ loss.weights: regression [1.0], classification [1.5]. Needs model.classifier=Tru
 
 References:
   Multi-label medical image retrieval by deep hashing with Jaccard-fabricated target
-  distances (IIT Kharagpur), ICPR 2024; formulas and weights as summarised in
-  RESEARCH.md, objective 3.
+  distances (IIT Kharagpur), ICPR 2024; formulas and weights from
+  that paper (objective 3).
   Zhang et al., "Improved deep hashing with soft pairwise similarity for multi-label
   image retrieval" (IDHN), IEEE TMM 2019: the soft multi-label baseline it is compared to.
 """
@@ -38,7 +38,7 @@ import optax
 
 from dnh_jax.data.schema import MULTI, Schema
 from dnh_jax.losses import common
-from dnh_jax.losses import pairs
+from dnh_jax.data import similarity as pairs
 
 LossFn = Callable[..., tuple[jnp.ndarray, dict[str, jnp.ndarray]]]
 
@@ -98,7 +98,7 @@ def jaccard_loss(codes: jnp.ndarray, labels: jnp.ndarray, logits: jnp.ndarray | 
 
   References:
     Multi-label medical image retrieval by deep hashing with Jaccard-fabricated target
-    distances, ICPR 2024 (RESEARCH.md objective 3).
+    distances, ICPR 2024 (objective 3).
   """
   bits = codes.shape[-1]
   mask = common.off_diagonal(codes.shape[0])

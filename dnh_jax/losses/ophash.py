@@ -44,7 +44,7 @@ References:
   (gradient-reversal layer and the lambda schedule).
   Organ-and-pathology hashing (OPHash) of the IIT Kharagpur medical retrieval line of work
   (semantic / relational similarity, pair discriminator, three-level target distance;
-  RESEARCH.md objective 1).
+  objective 1).
 """
 
 from __future__ import annotations
@@ -281,7 +281,7 @@ def adversarial_loss(params: Mapping[str, jnp.ndarray], codes: jnp.ndarray,
 # ----------------------------------------------------------------------------- the loss
 
 # loss.weights of "ophash" (registered in dnh_jax.losses.registry.DEFAULT_WEIGHTS). The
-# published settings (RESEARCH.md): a1 = 0.5 (semantic), beta = 0.5 (relational),
+# published OPHash settings: a1 = 0.5 (semantic), beta = 0.5 (relational),
 # gamma = 1, organ classification at weight 1. The adversary and the three-level variant
 # are off by default; the quantization penalty is the shared `loss.quantization`.
 DEFAULT_WEIGHTS = {
@@ -345,7 +345,7 @@ class OPHashLoss:
     """
     del key
     w = resolve_weights(cfg)
-    organ, disease = cfg.get("organ", "organ"), cfg.get("disease", "disease")
+    organ, disease = cfg.organ, cfg.disease
     types = batch_pair_types(labels, schema, organ, disease)
     codes = outputs["codes"].astype(jnp.float32)
     d = common.relaxed_hamming(codes)

@@ -19,11 +19,14 @@ DCH). loss.weights holds the base loss's weights plus
   subcode [1.0]: weight of the mean over characteristics of the sub-code losses;
   whole [1.0]: weight of the whole-code loss.
 With a flat head and loss.weights.subcode = 0 the same loss is the matching flat-code
-baseline: the base loss on full-label similarity plus the classifiers.
+baseline: the base loss on full-label similarity plus the classifiers. With
+loss.weights.whole = 0 and the independent sub-networks (`dnh_jax.models.independent`,
+objective 4) every term touches one sub-network only: sub-code c is trained on "same
+label of characteristic c" and nothing else, as C separate jobs would train them.
 
 References:
   MODHash: structured modality / organ / disease hash codes for preferential medical
-  image retrieval, Scientific Reports 2025 (RESEARCH.md objective 2).
+  image retrieval, Scientific Reports 2025 (objective 2).
   Cao, Long, Liu and Wang, "Deep Cauchy hashing for Hamming space retrieval", CVPR 2018
   (DCH, the default base loss).
 """
@@ -36,20 +39,54 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from dnh_jax.data import similarity as pairs
 from dnh_jax.data.schema import Schema
 from dnh_jax.losses import common
-from dnh_jax.losses import independent
-from dnh_jax.losses import pairs
 
 LossFn = Callable[..., tuple[jnp.ndarray, dict[str, jnp.ndarray]]]
 
-# Base losses that act on a code alone, so they apply to a sub-code with the
-# characteristic as the similarity rule (as for the per-characteristic losses).
-BASE_LOSSES = independent.BASE_LOSSES
+# Base losses that act on a code alone (no code classifier, no whole-code class rule), so
+# they apply to a sub-code with the characteristic as the similarity rule.
+BASE_LOSSES = ("dpsh", "dsh", "hashnet", "dch", "csq", "orthohash")
 PREFIX = "structured_"
 DEFAULT_BASE = "dch"
 # Weights of the structured combination, on top of the base loss's own.
 STRUCTURE_WEIGHTS = {"subcode": 1.0, "whole": 1.0}
+
+
+def subcode_outputs(outputs: Mapping[str, Any], schema: Schema) -> dict[str, dict]:
+  """Splits the model outputs into one {"codes", "code_preactivations"} per characteristic.
+
+  Args:
+    outputs: model outputs with "subcodes" {name: float32[B, K_c]} and optionally
+      "code_preactivations" float32[B, K] (sub-codes concatenated in schema order).
+    schema: the dataset schema.
+
+  Returns:
+    {name: {"codes": float32[B, K_c], "code_preactivations": float32[B, K_c]}}
+    ("code_preactivations" only when the outputs have them).
+
+  Raises:
+    ValueError: the model has no sub-codes (a flat head) or misses a characteristic.
+  """
+  if "subcodes" not in outputs:
+    raise ValueError("a per-characteristic loss needs outputs['subcodes']; use "
+                     "model.head='independent' or 'structured'; the model gave "
+                     f"{sorted(outputs)}")
+  subcodes = outputs["subcodes"]
+  missing = [n for n in schema.names if n not in subcodes]
+  if missing:
+    raise ValueError(f"outputs['subcodes'] lacks characteristics {missing}; "
+                     f"got {sorted(subcodes)}")
+  out, offset = {}, 0
+  z = outputs.get("code_preactivations")
+  for name in schema.names:
+    bits = subcodes[name].shape[-1]
+    out[name] = {"codes": subcodes[name]}
+    if z is not None:
+      out[name]["code_preactivations"] = z[:, offset:offset + bits]
+    offset += bits
+  return out
 
 
 def split_weights(cfg: Any) -> tuple[dict[str, float], ml_collections.ConfigDict]:
@@ -120,7 +157,7 @@ def structured(base_fn: LossFn, base_name: str) -> LossFn:
                          f"{structure['subcode']} needs sub-codes (outputs['subcodes']); "
                          "set model.head='structured', or loss.weights.subcode=0 for a "
                          "flat code")
-      parts = independent.subcode_outputs(outputs, schema)
+      parts = subcode_outputs(outputs, schema)
       per_char = []
       for i, name in enumerate(schema.names):
         base_cfg.similarity = name
@@ -133,7 +170,7 @@ def structured(base_fn: LossFn, base_name: str) -> LossFn:
         metrics[f"dist/{name}_same"], metrics[f"dist/{name}_other"] = same, other
       total = total + structure["subcode"] * sum(per_char) / len(per_char)
     if structure["whole"] > 0:
-      base_cfg.similarity = cfg.get("similarity", pairs.ALL)
+      base_cfg.similarity = cfg.similarity
       value, _ = base_fn(outputs, labels, cfg=base_cfg, schema=schema, step=step,
                          key=jax.random.fold_in(key, len(schema.names)))
       metrics["structured/whole"] = value

@@ -1,11 +1,11 @@
 """Independent sub-networks: one backbone + hash layer + classifier per characteristic.
 
-Objective 4 of RESEARCH.md: a combination of characteristics never seen in training
-(breast MRI, when training held breast ultrasound and brain MRI) should land next to its
+Objective 4 (configs/untrained_combo.py): a combination of characteristics never seen in
+training (breast MRI, when training held breast ultrasound and brain MRI) should land next to its
 true combination if each sub-code depends on nothing but its own characteristic. A shared
 trunk (the structured head) lets the sub-codes co-adapt to the training combinations; here
 the networks share no parameter at all, and each is trained only on its characteristic's
-labels (`dnh_jax.losses.independent`). Independent parameters do not stop a network from
+labels (`dnh_jax.losses.structured`). Independent parameters do not stop a network from
 using a cue that is confounded with its characteristic in the training data (an organ
 network may read the modality's texture when each modality came with one organ):
 configs/untrained_combo.py measures how far the sub-codes transfer.
@@ -39,6 +39,7 @@ import ml_collections
 from dnh_jax.data.schema import Schema
 from dnh_jax.models import backbones as backbones_lib
 from dnh_jax.models import heads
+from dnh_jax.models import settings
 from dnh_jax.models import views as views_lib
 
 Dtype = Any
@@ -233,7 +234,7 @@ class IndependentHashingNetwork(nn.Module):
 
 def backbone_names(model_cfg: ml_collections.ConfigDict, schema: Schema) -> tuple[str, ...]:
   """Backbone per characteristic: `model.backbones` if given, else `model.backbone` each."""
-  given = tuple(model_cfg.get("backbones", ()) or ())
+  given = tuple(model_cfg.backbones or ())
   if not given:
     return (model_cfg.backbone,) * len(schema.names)
   if len(given) != len(schema.names):
@@ -252,23 +253,22 @@ def build_independent(model_cfg: ml_collections.ConfigDict, schema: Schema) -> n
   Uses `model.bits` / `model.segments` (split like the structured head), `model.backbone`
   (or `model.backbones`, one per characteristic), `model.classifier` and `model.dtype`.
   """
-  from dnh_jax.models import build  # pylint: disable=g-import-not-at-top  (build imports us)
-  if model_cfg.get("code_classifier", ""):
+  if model_cfg.code_classifier:
     raise ValueError("model.code_classifier is not supported by model.head='independent': "
                      "a classifier on the whole code would share gradients across the "
                      "sub-networks; set model.code_classifier=''")
-  stack_compute = model_cfg.get("stack_compute", "auto")
+  stack_compute = model_cfg.stack_compute
   if stack_compute not in STACK_COMPUTE:
     raise ValueError(f"model.stack_compute={stack_compute!r} is not valid; choose one of "
                      f"{list(STACK_COMPUTE)}")
   return IndependentHashingNetwork(
       backbones=backbone_names(model_cfg, schema),
-      segments=build.segments(model_cfg, schema),
+      segments=settings.segments(model_cfg, schema),
       class_sizes=tuple((c.name, c.size) for c in schema.characteristics),
       classifier=bool(model_cfg.classifier),
-      pre_hash=build.pre_hash_factory(model_cfg),
+      pre_hash=settings.pre_hash_factory(model_cfg),
       stack_compute=stack_compute,
       views=views_lib.check_views(model_cfg.views, len(schema.names)),
       view_patch=int(model_cfg.view_patch),
       mixstyle=float(model_cfg.mixstyle),
-      dtype=build.compute_dtype(model_cfg))
+      dtype=settings.compute_dtype(model_cfg))

@@ -1,1 +1,2 @@
-"""dnh_jax: deep neural hashing for medical image retrieval in JAX/Flax."""
+"""Reports: result tables, ablation sweeps (`sweep`) and their tables (`ablation_tables`),
+the untrained-combination table and the fuzzy-rule report; they read finished workdirs."""

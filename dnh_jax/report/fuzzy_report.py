@@ -302,15 +302,14 @@ def explain_workdir(workdir: str, *, findings: Sequence[str], split: str = "quer
   """
   import json  # pylint: disable=g-import-not-at-top
   import ml_collections  # pylint: disable=g-import-not-at-top
-  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  from dnh_jax import checkpointing  # pylint: disable=g-import-not-at-top
   from dnh_jax import data as data_lib  # pylint: disable=g-import-not-at-top
   from dnh_jax import models as models_lib  # pylint: disable=g-import-not-at-top
-  from dnh_jax import train as train_lib  # pylint: disable=g-import-not-at-top
 
   with open(f"{workdir}/config.json") as f:
     config = ml_collections.ConfigDict(json.load(f))
   splits = data_lib.load_splits(config.data, seed=config.seed,
-                                data_dir=train_lib.default_data_dir(config))
+                                data_dir=data_lib.default_data_dir(config.data))
   schema = splits.schema
   multi = [c for c in schema.characteristics if c.kind == "multi"]
   if not multi:
@@ -325,12 +324,7 @@ def explain_workdir(workdir: str, *, findings: Sequence[str], split: str = "quer
     raise ValueError(f"explain_workdir: no {split} image carries {list(findings)}")
   index = int(exact[0] if len(exact) else superset[0])
 
-  best = os.path.join(workdir, "checkpoints", "best")
-  step = max(int(s) for s in os.listdir(best) if s.isdigit())
-  state = ocp.StandardCheckpointer().restore(os.path.join(best, str(step), "default"))
-  variables = {"params": state["params"]["model"]}
-  if jax_tree_nonempty(state.get("batch_stats")):
-    variables["batch_stats"] = state["batch_stats"]
+  step, variables = checkpointing.restore_best_variables(workdir)
   model = models_lib.build_model(config.model, schema)
 
   labels = {k: v[index] for k, v in data.labels.items()}
@@ -349,30 +343,30 @@ def explain_workdir(workdir: str, *, findings: Sequence[str], split: str = "quer
   return dump
 
 
-def jax_tree_nonempty(tree) -> bool:
-  """Whether a (possibly None) nested dict holds any array."""
-  if tree is None:
-    return False
-  if isinstance(tree, Mapping):
-    return any(jax_tree_nonempty(v) for v in tree.values())
-  return True
-
-
-def main(argv: Sequence[str] | None = None) -> None:
+def main(argv: Sequence[str]) -> None:
   """python -m dnh_jax.report.fuzzy_report --workdir=W --findings=effusion,edema"""
-  import argparse  # pylint: disable=g-import-not-at-top
-  parser = argparse.ArgumentParser(description=main.__doc__)
-  parser.add_argument("--workdir", required=True, help="a finished run with model.fuzzy=True")
-  parser.add_argument("--findings", required=True, help="comma-separated label names")
-  parser.add_argument("--split", default="query")
-  parser.add_argument("--top_rules", type=int, default=5)
-  parser.add_argument("--out_dir", default=None)
-  args = parser.parse_args(argv)
-  dump = explain_workdir(args.workdir, findings=[f for f in args.findings.split(",") if f],
-                         split=args.split, top_rules=args.top_rules, out_dir=args.out_dir)
-  print(f"Wrote {args.out_dir or os.path.join(args.workdir, 'fuzzy')}/rule_dump.json and "
+  from absl import app, flags  # pylint: disable=g-import-not-at-top
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  f = flags.FLAGS
+  dump = explain_workdir(f.workdir, findings=[x for x in f.findings.split(",") if x],
+                         split=f.split, top_rules=f.top_rules, out_dir=f.out_dir)
+  print(f"Wrote {f.out_dir or os.path.join(f.workdir, 'fuzzy')}/rule_dump.json and "
         f"memberships.png for image {dump['image_id']}")
 
 
+def define_flags() -> None:
+  """The command line's absl flags (defined only when run as a program: importing this
+  module must not claim --workdir, which the trainer's entry point defines)."""
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  flags.DEFINE_string("workdir", None, "a finished run with model.fuzzy=True", required=True)
+  flags.DEFINE_string("findings", None, "comma-separated label names", required=True)
+  flags.DEFINE_string("split", "query", "split to search for the image")
+  flags.DEFINE_integer("top_rules", 5, "rules listed in the dump")
+  flags.DEFINE_string("out_dir", None, "output folder (default <workdir>/fuzzy)")
+
+
 if __name__ == "__main__":
-  main()
+  from absl import app  # pylint: disable=g-import-not-at-top
+  define_flags()
+  app.run(main)

@@ -34,7 +34,6 @@ from typing import Any
 import numpy as np
 from absl import logging
 
-from dnh_jax import config_lib
 from dnh_jax.evaluation import groups as groups_lib
 from dnh_jax.evaluation import metrics as metrics_lib
 from dnh_jax.evaluation import relevance as relevance_lib
@@ -126,7 +125,7 @@ def build_report(workdir: str, *, splits=None, checkpoint: str | int = "best",
   if splits is None:
     from dnh_jax import data as data_lib  # pylint: disable=g-import-not-at-top
     splits = data_lib.load_splits(config.data, seed=config.seed,
-                                  data_dir=config_lib.default_data_dir(config))
+                                  data_dir=data_lib.default_data_dir(config.data))
   q, g = splits.data["query"], splits.data["gallery"]
   q_packed, g_packed = pack_codes(r.encode(q.images)), pack_codes(r.encode(g.images))
   specs = list(config.eval.preferences) if r.segments else []

@@ -1,9 +1,9 @@
 """Binary codes: sign, pack into uint32 words, unpack.
 
-Layout (a public contract, DESIGN.md): bit j of a K-bit code is bit position j % 32 (least
-significant first) of word j // 32; a code takes ceil(K / 32) words and the unused high bits
-of the last word are 0. Because unused bits are 0 in every code, XOR + popcount over whole
-words is exactly the Hamming distance over the K real bits.
+Layout (a public contract: indexes and tests rely on it): bit j of a K-bit code is bit
+position j % 32 (least significant first) of word j // 32; a code takes ceil(K / 32) words
+and the unused high bits of the last word are 0. Because unused bits are 0 in every code,
+XOR + popcount over whole words is exactly the Hamming distance over the K real bits.
 
 Both functions take numpy or jax arrays and return the same kind, so they serve the
 jitted evaluation path and the numpy metric references alike.

@@ -21,7 +21,6 @@ from typing import Callable, Sequence, TextIO
 
 import numpy as np
 
-from dnh_jax import config_lib
 from dnh_jax.data import images as images_lib
 from dnh_jax.data.builders import image_folder
 from dnh_jax.data.schema import MULTI, Schema
@@ -231,7 +230,7 @@ def build_from_split(retriever, split: str, *, existing: GalleryIndex | None = N
   if split not in data_lib.SPLITS:
     raise ValueError(f"--split={split!r}; expected one of {list(data_lib.SPLITS)}")
   splits = data_lib.load_splits(config.data, seed=config.seed,
-                                data_dir=config_lib.default_data_dir(config))
+                                data_dir=data_lib.default_data_dir(config.data))
   data = splits.data[split]
   present = set(existing.ids.tolist()) if existing is not None else set()
   todo = np.array([i for i, x in enumerate(data.ids) if int(x) not in present], np.int64)

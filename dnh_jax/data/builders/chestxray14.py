@@ -5,8 +5,9 @@ re-release) with the columns 'Image Index', 'Finding Labels' (names joined by '|
 'No Finding') and 'Patient ID', and the PNG images anywhere below it (the NIH release
 unpacks into images/, the Kaggle mirror into images_001/images/ ... images_012/images/).
 
-Hernia is dropped as in the published 13-finding protocol (RESEARCH.md); images whose only
-finding is Hernia are left out rather than relabelled "no finding". The patient id is the
+Hernia is dropped as in the published 13-finding protocol (Wang et al., ChestX-ray8,
+CVPR 2017); images whose only finding is Hernia are left out rather than relabelled
+"no finding". The patient id is the
 example's group, so one patient's images never straddle the train and test splits.
 """
 

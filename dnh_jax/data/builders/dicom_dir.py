@@ -340,7 +340,7 @@ def from_config(data_cfg, data_dir: str) -> DicomDir:
   """`config.data` (manual_dir, label_map, image_size, strict_labels) -> DicomDir."""
   root = base.check_manual_dir(data_cfg.manual_dir, "DICOM files")
   mapping = load_mapping(data_cfg.label_map)
-  entries = scan(root, mapping, strict=bool(data_cfg.get("strict_labels", False)))
+  entries = scan(root, mapping, strict=bool(data_cfg.strict_labels))
   usable = [e for e in entries if e["status"] == "pending"]
   if not usable:
     summary = ingest_report.summarize(root, entries)

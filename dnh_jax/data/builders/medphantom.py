@@ -1,8 +1,8 @@
 """TFDS builders of the embedded MedPhantom collections (no download, fully seeded).
 
 * `MedPhantom`: single-label (modality, organ, disease) images, balanced over a set of
-  combinations: "published" (the 15 of RESEARCH.md), "all" (every modality with every
-  organ and each of its diseases) or an explicit list "MRI/brain,US/breast" (pairs mean
+  combinations: "published" (the 15 of schema.PUBLISHED_COMBINATIONS), "all" (every
+  modality with every organ and each of its diseases) or an explicit list "MRI/brain,US/breast" (pairs mean
   every disease of the organ; "CT/chest/covid" names one combination). Held-out pairs
   (objective 4) are rendered too; `dnh_jax.data.pipeline` keeps them out of training.
 * `MedPhantomChest`: multi-label chest X-rays with the 13 ChestX-ray14 findings.
@@ -41,6 +41,7 @@ import numpy as np
 
 from dnh_jax.data import schema as schema_lib
 from dnh_jax.data.builders import base
+from dnh_jax.data.held_out import parse_held_out, parse_pair  # noqa: F401  (re-exported)
 
 _DATA_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -49,30 +50,8 @@ Combination = tuple[str, str, str]
 
 def _phantom():
   # Imported on first build only: reading a cached dataset never needs the renderer.
-  from dnh_jax.data import phantom   # pylint: disable=g-import-not-at-top
+  from dnh_jax.data.medphantom import renderer as phantom   # pylint: disable=g-import-not-at-top
   return phantom
-
-
-def parse_pair(text: str, flag: str) -> tuple[str, str]:
-  """"MODALITY/organ" -> (modality, organ); raises naming `flag` and the valid names."""
-  parts = [p.strip() for p in str(text).split("/")]
-  if len(parts) != 2:
-    raise ValueError(f"{flag}: {text!r} is not a 'MODALITY/organ' pair, e.g. 'MRI/breast'")
-  modality, organ = parts
-  if modality not in schema_lib.MODALITIES:
-    raise ValueError(f"{flag}: unknown modality {modality!r} in {text!r}; expected one of "
-                     f"{list(schema_lib.MODALITIES)}")
-  if organ not in schema_lib.ORGANS:
-    raise ValueError(f"{flag}: unknown organ {organ!r} in {text!r}; expected one of "
-                     f"{list(schema_lib.ORGANS)}")
-  return modality, organ
-
-
-def parse_held_out(held_out: Sequence[str] | str) -> tuple[tuple[str, str], ...]:
-  """data.held_out ("MRI/breast", ...) -> sorted unique (modality, organ) pairs."""
-  if isinstance(held_out, str):
-    held_out = [h for h in held_out.split(",") if h.strip()]
-  return tuple(sorted({parse_pair(h, "data.held_out") for h in held_out}))
 
 
 def parse_combinations(spec: str | Sequence[str]) -> tuple[Combination, ...]:
@@ -198,8 +177,8 @@ class MedPhantomChest(base.DnhBuilder, skip_registration=True):
 
 
 def _code_files(module_file: str) -> tuple[str, ...]:
-  # The renderer's modules (phantom.py, phantom_*.py): any edit means a new cache entry.
-  renderer = sorted(glob.glob(os.path.join(_DATA_DIR, "phantom*.py")))
+  # The renderer's modules (data/medphantom/*.py): any edit means a new cache entry.
+  renderer = sorted(glob.glob(os.path.join(_DATA_DIR, "medphantom", "*.py")))
   return base.shared_code_files() + (os.path.abspath(module_file),) + tuple(renderer)
 
 
