@@ -135,8 +135,11 @@ def run_ablation(cells: Sequence[Cell], workdir: str, *, metrics: Sequence[str],
   if dry_run:
     return status
   if train_fn is None:
+    import functools  # pylint: disable=g-import-not-at-top
     from dnh_jax import train  # pylint: disable=g-import-not-at-top
-    train_fn = train.train_and_evaluate
+    from dnh_jax.report import run_report  # pylint: disable=g-import-not-at-top
+    train_fn = functools.partial(train.train_and_evaluate,
+                                 after_run=run_report.write_after_run)
   durations = []
   for n, cell in enumerate(todo):
     path = os.path.join(workdir, cell.name)

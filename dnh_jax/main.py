@@ -44,7 +44,9 @@ def _run(config):
   workdir = _WORKDIR.value or config_lib.default_workdir(config_arg)
   logging.info("JAX process %d/%d, devices: %s", jax.process_index(), jax.process_count(),
                jax.devices())
-  results = train.train_and_evaluate(config, workdir)
+  from dnh_jax.report import run_report  # pylint: disable=g-import-not-at-top
+  # The run report (config.report.html) at the end; it never fails the run.
+  results = train.train_and_evaluate(config, workdir, after_run=run_report.write_after_run)
   if "stopped_at_step" in results:
     print(f"Stopped at step {int(results['stopped_at_step'])}; rerun the command to resume.")
     return

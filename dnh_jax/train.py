@@ -369,12 +369,16 @@ def _read_results(path: str) -> dict[str, float] | None:
   return results if isinstance(results, dict) and "selected_step" in results else None
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
+                       after_run: Callable | None = None) -> dict[str, float]:
   """Trains and evaluates; writes config.json, results.json, checkpoints and logs.
 
   Args:
     config: an experiment config (see dnh_jax/config_lib.base_config).
     workdir: output folder; a run finding checkpoints there resumes.
+    after_run: called as after_run(config, workdir, splits) on process 0 once
+      results.json is written (the entry points pass the run report,
+      `dnh_jax.report.run_report.write_after_run`, which sits above the trainer).
 
   Returns:
     The flat results dict also written to `<workdir>/results.json`.
@@ -436,8 +440,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     writer.close()
   if jax.process_index() == 0 and "stopped_at_step" not in results:
     atomic_write_json(os.path.join(workdir, "results.json"), results)
-    from dnh_jax.report import run_report  # pylint: disable=g-import-not-at-top  (upper layer)
-    run_report.write_after_run(config, workdir, splits)  # config.report.html; never raises
+    if after_run is not None:
+      after_run(config, workdir, splits)
   return results
 
 

@@ -51,7 +51,8 @@ def tiny_config():
 def workdir(tmp_path_factory):
   from dnh_jax import train  # pylint: disable=g-import-not-at-top
   path = str(tmp_path_factory.mktemp("quick_model"))
-  train.train_and_evaluate(tiny_config(), path)
+  from dnh_jax.report import run_report  # pylint: disable=g-import-not-at-top
+  train.train_and_evaluate(tiny_config(), path, after_run=run_report.write_after_run)
   return path
 
 
