@@ -134,6 +134,7 @@ def base_config() -> ml_collections.ConfigDict:
   m.fuzzy_inputs = 8
   m.fuzzy_membership = "gaussian"
   m.dtype = "float32"
+  m.init_from = ""                 # local weights: torchvision/timm .pth/.safetensors or a run
   m.stack_compute = "auto"         # independent head: "auto" | "vmap" | "unrolled"
   m.backbones = ()                 # independent head: one backbone name per characteristic
   m.views = ()                     # independent head: training view per network (models/views.py)
