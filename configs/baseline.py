@@ -5,8 +5,11 @@ Command (DPSH, 16 bits):
 Quick smoke run (about a minute on two CPU cores):
   python -m dnh_jax.main --config=configs/baseline.py:quick
 Arguments: loss=dpsh|dsh|hashnet|dch|csq|greedyhash|orthohash|idhn, bits=16|32|48|64,
-backbone=small_cnn|alexnet|resnet18|resnet50, quick. `idhn` is a multi-label loss and runs
-on the MedPhantom multi-label chest collection. Loss hyperparameters are in loss.weights
+backbone=small_cnn|alexnet|resnet18|resnet50, quick, size=32|64|128|224 (default 64, quick
+32; 224 = the published work's input, with torchvision's AlexNet / ResNet layer shapes),
+init_from=PATH (local torchvision/timm weights or a run; README "Pretrained weights"; or
+--config.model.init_from=PATH). `idhn` is a multi-label loss and runs on the MedPhantom
+multi-label chest collection. Loss hyperparameters are in loss.weights
 (--config.loss.weights.eta=0.5).
 
 Measured at the defaults (MedPhantom difficulty 1.0, 6,000 images at 64 px, small CNN,
@@ -44,8 +47,10 @@ BACKBONE_NAMES = ("small_cnn", "alexnet", "resnet18", "resnet50")
 
 def get_config(arg=None):
   a = config_lib.parse_arg(arg, loss="dpsh", bits=16, backbone="small_cnn", quick=False,
+                           size=0, init_from="",
                            choices={"loss": LOSS_NAMES, "bits": (16, 32, 48, 64),
-                                    "backbone": BACKBONE_NAMES})
+                                    "backbone": BACKBONE_NAMES,
+                                    "size": (0, 32, 64, 128, 224)})
   c = config_lib.base_config()
   c.model.backbone = a.backbone
   c.model.bits = a.bits
@@ -63,6 +68,9 @@ def get_config(arg=None):
     c.train.best_metric = "val/nDCG@100"
   if a.quick:
     quick(c)
+  if a.size:  # after quick: an explicit size wins over its 32 px
+    c.data.image_size = a.size
+  c.model.init_from = a.init_from
   return c
 
 

@@ -36,6 +36,7 @@ from dnh_jax.evaluation import evaluator as evaluator_lib
 from dnh_jax.evaluation import groups as groups_lib
 from dnh_jax.evaluation import sharded as sharded_lib
 from dnh_jax.evaluation import subcode_accuracy
+from dnh_jax.models import pretrained as pretrained_lib
 from dnh_jax.utils import atomic_write_json
 
 State = dict  # {"step", "params": {"model", "loss"}, "batch_stats", "opt_state"}
@@ -406,12 +407,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                                    keep=tc.keep_checkpoints, best_metric=tc.best_metric)
   # Resume order: (1) the latest step in <workdir>/checkpoints/last that restores (a
   # corrupt one is moved aside with a warning and the previous step tried); (2) otherwise
-  # a fresh initialisation from config.seed. Batches and step keys depend only on (seed,
-  # step), so a resumed run continues exactly as an uninterrupted one would.
+  # a fresh initialisation from config.seed, the backbone(s) then loaded from
+  # model.init_from when given (models/pretrained.py). Batches and step keys depend only on
+  # (seed, step), so a resumed run continues exactly as an uninterrupted one would.
   restored = ckpt.restore_last_good(checkpointing.abstract(state), log=_log)
   if restored is not None:
     state = restored
     _log(f"Resumed from {workdir}/checkpoints/last at step {int(state['step'])}")
+  elif config.model.get("init_from"):
+    state = jax.device_put(pretrained_lib.init_from(state, config.model, log=_log), shardings)
   start = int(state["step"])
 
   writer = metric_writing.create_writer(os.path.join(workdir, "logs"))

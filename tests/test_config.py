@@ -65,6 +65,12 @@ def test_baseline_config_choices():
     module.get_config("loss=dpshh")
   c = module.get_config("loss=idhn")
   assert c.data.multilabel and c.eval.relevance == "shared" and c.loss.similarity == "shared"
+  assert module.get_config("").data.image_size == 64
+  assert module.get_config("quick").data.image_size == 32
+  c = module.get_config("backbone=alexnet,size=224,init_from=/w/alexnet.pth,quick")
+  assert (c.data.image_size, c.model.init_from) == (224, "/w/alexnet.pth")
+  with pytest.raises(config_lib.ConfigArgError, match="size"):
+    module.get_config("size=100")
 
 
 @pytest.mark.parametrize("loss", ["dpsh", "csq", "greedyhash", "orthohash", "idhn"])

@@ -191,7 +191,8 @@ def test_orbax_run_fine_tunes_from_its_weights(tmp_path):
                                 source["params"]["model"]["backbone"]["conv0"]["kernel"])
   assert float(np.abs(got["params"]["model"]["head"]["hash"]["dense"]["kernel"]).max()) == 0
   cfg.backbone = "alexnet"   # a backbone the run does not have
-  with pytest.raises(ValueError, match=r"parameter backbone/conv1/\w+ \(shape .* in the checkpoint"):
+  with pytest.raises(ValueError,
+                     match=r"parameter backbone/conv1/\w+ \(shape .* in the checkpoint"):
     pretrained.init_from(_state(models.build_model(cfg, SCHEMA), 32), cfg)
 
 
