@@ -43,11 +43,14 @@ from dnh_jax import config_lib, losses
 
 LOSS_NAMES = ("dpsh", "dsh", "hashnet", "dch", "csq", "greedyhash", "orthohash", "idhn")
 BACKBONE_NAMES = ("small_cnn", "alexnet", "resnet18", "resnet50")
+# DPSH: logits on code cosines with similar / dissimilar pairs balanced; DSH: the paper's
+# linear outputs (no tanh). The plain forms collapse (see the note above).
+WORKING_FORM = {"dpsh": {"cosine": 1.0, "balance": 1.0}, "dsh": {"linear": 1.0}}
 
 
 def get_config(arg=None):
   a = config_lib.parse_arg(arg, loss="dpsh", bits=16, backbone="small_cnn", quick=False,
-                           size=0, init_from="",
+                           size=0, init_from="", plain=False,
                            choices={"loss": LOSS_NAMES, "bits": (16, 32, 48, 64),
                                     "backbone": BACKBONE_NAMES,
                                     "size": (0, 32, 64, 128, 224)})
@@ -58,6 +61,8 @@ def get_config(arg=None):
   # Every hyperparameter of the loss, at its default, so that a command line can set one
   # (--config.loss.weights.eta=0.5) and config.json records the values used.
   c.loss.weights = ml_collections.ConfigDict(dict(losses.DEFAULT_WEIGHTS[a.loss]))
+  if not a.plain:  # the forms of DPSH / DSH that train here (module docstring); `plain`
+    c.loss.weights.update(WORKING_FORM.get(a.loss, {}))  # keeps the papers' literal forms
   if a.loss == "greedyhash":  # its classifier on the binary codes predicts these classes
     c.model.code_classifier = c.loss.similarity
   if a.loss == "idhn":
