@@ -36,16 +36,24 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 
-def base_config(loss: str, steps: int, seed: int, balance: float):
+def base_config(args, seed: int):
+  """configs/baseline.py:quick with the loss form of the command line (`plain` + flags)."""
+  loss, steps = args.loss, args.steps
   spec = importlib.util.spec_from_file_location("baseline_cfg",
                                                 os.path.join(ROOT, "configs", "baseline.py"))
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
-  c = module.get_config(f"loss={loss},quick")
+  c = module.get_config(f"loss={loss},quick,plain")
   c.seed = seed
   c.train.steps, c.train.eval_every, c.train.checkpoint_every = steps, steps, steps
   c.train.log_every = max(steps // 6, 1)
-  c.loss.weights.balance = balance
+  c.loss.weights.balance = args.balance
+  if loss == "dpsh":
+    c.loss.weights.cosine, c.loss.weights.eta = float(args.cosine), args.eta
+  else:
+    c.loss.weights.linear = float(args.codes == "linear")
+  if args.lr:
+    c.train.learning_rate = args.lr
   return c
 
 
@@ -79,7 +87,7 @@ def run_torch(args, seed: int) -> tuple[float, float, float]:
   from dnh_jax.data import batching
   torch.set_num_threads(args.threads)
   torch.manual_seed(seed)
-  c = base_config(args.loss, args.steps, seed, args.balance)
+  c = base_config(args, seed)
   data_dir = train.default_data_dir(c)
   splits = data_lib.load_splits(c.data, seed=c.seed, data_dir=data_dir)
   names = splits.schema.names
@@ -154,7 +162,9 @@ def run_torch(args, seed: int) -> tuple[float, float, float]:
 def run_jax(args, seed: int) -> tuple[float, float]:
   import tempfile
   from dnh_jax import train
-  c = base_config(args.loss, args.steps, seed, args.balance)
+  if args.bank or args.theta_scale != 0.5 or (args.loss == "dpsh" and args.codes == "linear"):
+    raise SystemExit("--jax: the library has no memory bank, theta scale or linear DPSH")
+  c = base_config(args, seed)
   t0 = time.perf_counter()
   with tempfile.TemporaryDirectory() as workdir:
     results = train.train_and_evaluate(c, workdir)
