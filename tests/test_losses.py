@@ -460,7 +460,8 @@ def test_wrapper_adds_classification_and_quantization():
 def test_get_loss_errors_name_the_field_and_choices():
   with pytest.raises(ValueError, match=r"loss.name='dpshh'.*\['csq', 'dch', 'dpsh'"):
     registry.get_loss(_loss_cfg("dpshh"))
-  with pytest.raises(ValueError, match=r"unknown keys \['etaa'\].*valid keys: \['eta'\]"):
+  with pytest.raises(ValueError,
+                     match=r"unknown keys \['etaa'\].*valid keys: \['balance', 'cosine', 'eta'\]"):
     registry.get_loss(_loss_cfg("dpsh", etaa=1.0))
   with pytest.raises(ValueError, match="loss.similarity"):
     registry.get_loss(_loss_cfg("dpsh", "disease"), SINGLE)
