@@ -128,6 +128,7 @@ def base_config() -> ml_collections.ConfigDict:
   m.fuzzy_inputs = 8               # fuzzy layer: features it reads (projected)
   m.fuzzy_membership = "gaussian"  # fuzzy layer: "gaussian" | "bell" membership functions
   m.dtype = "float32"              # compute dtype, key of dnh_jax.models.DTYPES
+  m.init_from = ""                 # local weights: torchvision/timm .pth/.safetensors or a run
   m.stack_compute = "auto"         # independent head: "auto" | "vmap" | "unrolled"
   m.backbones = ()                 # independent head: one backbone name per characteristic
   m.views = ()                     # independent head: training view per network (models/views.py)

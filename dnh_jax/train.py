@@ -37,6 +37,7 @@ from dnh_jax.evaluation import evaluator as evaluator_lib
 from dnh_jax.evaluation import groups as groups_lib
 from dnh_jax.evaluation import sharded as sharded_lib
 from dnh_jax.evaluation import subcode_accuracy
+from dnh_jax.models import pretrained as pretrained_lib
 from dnh_jax.utils import atomic_write_json, format_eta
 
 State = dict  # {"step", "params": {"model", "loss"}, "batch_stats", "opt_state"}
@@ -413,12 +414,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                                    best_mode=tc.best_mode)
   # Resume order: (1) the latest step in <workdir>/checkpoints/last that restores (a
   # corrupt one is moved aside with a warning and the previous step tried); (2) otherwise
-  # a fresh initialisation from config.seed. Batches and step keys depend only on (seed,
-  # step), so a resumed run continues exactly as an uninterrupted one would.
+  # a fresh initialisation from config.seed, the backbone(s) then loaded from
+  # model.init_from when given (models/pretrained.py). Batches and step keys depend only on
+  # (seed, step), so a resumed run continues exactly as an uninterrupted one would.
   restored = ckpt.restore_last_good(checkpointing.abstract(state), log=_log)
   if restored is not None:
     state = restored
     _log(f"Resumed from {workdir}/checkpoints/last at step {int(state['step'])}")
+  elif config.model.init_from:
+    state = jax.device_put(pretrained_lib.init_from(state, config.model, log=_log), shardings)
   start = int(state["step"])
   finished = _read_results(os.path.join(workdir, "results.json")) if start >= tc.steps else None
   if finished is not None:

@@ -65,6 +65,18 @@ def test_baseline_config_choices():
     module.get_config("loss=dpshh")
   c = module.get_config("loss=idhn")
   assert c.data.multilabel and c.eval.relevance == "shared" and c.loss.similarity == "shared"
+  assert module.get_config("").data.image_size == 64
+  assert module.get_config("quick").data.image_size == 32
+  c = module.get_config("backbone=alexnet,size=224,init_from=/w/alexnet.pth,quick")
+  assert (c.data.image_size, c.model.init_from) == (224, "/w/alexnet.pth")
+  with pytest.raises(config_lib.ConfigArgError, match="size"):
+    module.get_config("size=100")
+  w = module.get_config("loss=dpsh").loss.weights
+  assert (w.cosine, w.balance) == (1.0, 1.0)
+  w = module.get_config("loss=dpsh,plain").loss.weights
+  assert (w.cosine, w.balance) == (0.0, 0.0)
+  assert module.get_config("loss=dsh").loss.weights.linear == 1.0
+  assert module.get_config("loss=dsh,plain").loss.weights.linear == 0.0
 
 
 @pytest.mark.parametrize("loss", ["dpsh", "csq", "greedyhash", "orthohash", "idhn"])
@@ -100,8 +112,10 @@ def test_baseline_loss_weights_can_be_set_from_the_command_line():
   from dnh_jax import losses
   for loss in ("dpsh", "dch", "idhn"):
     module = _load(os.path.join(ROOT, "configs", "baseline.py"))
-    assert dict(module.get_config(f"loss={loss}").loss.weights) == (
+    assert dict(module.get_config(f"loss={loss},plain").loss.weights) == (
         losses.DEFAULT_WEIGHTS[loss])
+    assert dict(module.get_config(f"loss={loss}").loss.weights) == {
+        **losses.DEFAULT_WEIGHTS[loss], **module.WORKING_FORM.get(loss, {})}
   path = os.path.join(ROOT, "configs", "baseline.py")
 
   def parse(*argv):  # the override flags are found from the argv given at definition

@@ -220,6 +220,35 @@ def test_dpsh_matches_reference():
   np.testing.assert_allclose(_jit(pairwise.dpsh_loss, eta=0.3)(h, s), want, rtol=1e-5)
 
 
+def test_dpsh_cosine_and_balance_match_reference():
+  _, h = _codes()
+  s = _s_all()
+  unit = h / np.linalg.norm(h, axis=-1, keepdims=True)
+  theta = 0.5 * h.shape[-1] * unit @ unit.T
+  off = ~np.eye(6, dtype=bool)
+  n_sim = (s * off).sum()
+  w = np.where(s > 0.5, off.sum() / n_sim, off.sum() / (off.sum() - n_sim))
+  nll = (w * (np.logaddexp(0.0, theta) - s * theta))[off].mean()
+  want = nll + 0.1 * np.mean((h - _np_sign(h)) ** 2)
+  got = _jit(pairwise.dpsh_loss, eta=0.1, balance=1.0, cosine=True)(h, s)
+  np.testing.assert_allclose(got, want, rtol=1e-5)
+  # Scaling every code leaves the cosine pair term unchanged: no gradient along h.
+  grad = jax.grad(lambda x: pairwise.dpsh_loss(x, s, eta=0.0, cosine=True))(jnp.asarray(h))
+  np.testing.assert_allclose(np.sum(np.asarray(grad) * h, axis=-1), 0.0, atol=1e-5)
+
+
+def test_dsh_balance_matches_reference():
+  _, h = _codes()
+  s = _s_all()
+  off = ~np.eye(6, dtype=bool)
+  n_sim = (s * off).sum()
+  w = np.where(s > 0.5, off.sum() / n_sim, off.sum() / (off.sum() - n_sim))
+  d = ((h[:, None] - h[None]) ** 2).sum(-1)
+  pair = 0.5 * s * d + 0.5 * (1 - s) * np.maximum(16 - d, 0)
+  want = (w * pair)[off].mean() + 0.01 * np.mean(np.abs(np.abs(h) - 1).sum(-1))
+  np.testing.assert_allclose(_jit(pairwise.dsh_loss, balance=1.0)(h, s), want, rtol=1e-5)
+
+
 def test_dsh_matches_reference():
   _, h = _codes()
   s = _s_all()
@@ -359,6 +388,15 @@ def _outputs(schema, classes, bits=8, seed=0):
           "features": jnp.ones((6, 4))}
 
 
+def test_dsh_linear_reads_the_preactivations():
+  outputs = _outputs(SINGLE, 6)
+  cfg = _loss_cfg("dsh", linear=1.0)
+  loss, _ = registry.get_loss(cfg, SINGLE)(outputs, SINGLE_LABELS, cfg=cfg, schema=SINGLE,
+                                           step=0, key=jax.random.key(0))
+  want = pairwise.dsh_loss(outputs["code_preactivations"], _s_all(), margin=16.0)
+  np.testing.assert_allclose(loss, want, rtol=1e-5)
+
+
 BASELINES = ("dpsh", "dsh", "hashnet", "dch", "csq", "greedyhash", "orthohash", "idhn")
 CASES = [(name, SINGLE, SINGLE_LABELS, "all") for name in BASELINES if name != "idhn"]
 CASES += [(name, MULTI, MULTI_LABELS, "shared")
@@ -422,7 +460,8 @@ def test_wrapper_adds_classification_and_quantization():
 def test_get_loss_errors_name_the_field_and_choices():
   with pytest.raises(ValueError, match=r"loss.name='dpshh'.*\['csq', 'dch', 'dpsh'"):
     registry.get_loss(_loss_cfg("dpshh"))
-  with pytest.raises(ValueError, match=r"unknown keys \['etaa'\].*valid keys: \['eta'\]"):
+  with pytest.raises(ValueError,
+                     match=r"unknown keys \['etaa'\].*valid keys: \['balance', 'cosine', 'eta'\]"):
     registry.get_loss(_loss_cfg("dpsh", etaa=1.0))
   with pytest.raises(ValueError, match="loss.similarity"):
     registry.get_loss(_loss_cfg("dpsh", "disease"), SINGLE)

@@ -70,6 +70,20 @@ def test_two_step_run_on_four_devices(tmp_path):
   assert len(open(tmp_path / "logs" / "metrics.jsonl").readlines()) == len(log)
 
 
+def test_init_from_another_run(tmp_path):
+  """model.init_from=<workdir>: a run with learning rate 0 keeps the weights of the
+  source's best checkpoint."""
+  train.train_and_evaluate(tiny_config(steps=2), str(tmp_path / "a"))
+  config = tiny_config(steps=2, **{"model.init_from": str(tmp_path / "a"),
+                                   "train.learning_rate": 0.0})
+  train.train_and_evaluate(config, str(tmp_path / "b"))
+  best = tmp_path / "a" / "checkpoints" / "best"
+  step = max(int(d) for d in os.listdir(best) if d.isdigit())
+  source = ocp.StandardCheckpointer().restore(str(best / str(step) / "default"))
+  want = jax.tree.map(np.asarray, source["params"]["model"])
+  jax.tree.map(np.testing.assert_array_equal, want, _params(tmp_path / "b", 2)["model"])
+
+
 def test_resume_matches_uninterrupted_run(tmp_path):
   straight, resumed = tmp_path / "straight", tmp_path / "resumed"
   train.train_and_evaluate(tiny_config(steps=4), str(straight))

@@ -21,7 +21,16 @@ def _balance_weights(s: jnp.ndarray, mask: jnp.ndarray) -> jnp.ndarray:
                    total / jnp.maximum(dissimilar, 1.0))
 
 
-def dpsh_loss(codes: jnp.ndarray, similarity: jnp.ndarray, *, eta: float = 0.1) -> jnp.ndarray:
+def _pair_weights(s: jnp.ndarray, mask: jnp.ndarray, balance: float) -> jnp.ndarray:
+  """(1 - balance) + balance * `_balance_weights`: 1 everywhere at 0 (the papers' mean over
+  pairs), similar and dissimilar pairs carrying equal total weight at 1."""
+  if not balance:
+    return jnp.ones_like(s)
+  return (1.0 - balance) + balance * _balance_weights(s, mask)
+
+
+def dpsh_loss(codes: jnp.ndarray, similarity: jnp.ndarray, *, eta: float = 0.1,
+              balance: float = 0.0, cosine: bool = False) -> jnp.ndarray:
   """Deep pairwise-supervised hashing: pair likelihood on code inner products.
 
   theta_ij = h_i.h_j / 2; loss = mean_pairs [log(1 + e^theta) - s theta]
@@ -31,6 +40,12 @@ def dpsh_loss(codes: jnp.ndarray, similarity: jnp.ndarray, *, eta: float = 0.1) 
     codes: float32[B, K] real codes h.
     similarity: float32[B, B] pair similarity s in {0, 1}.
     eta: weight of the quantization term.
+    balance: 0 the paper's plain mean over pairs; 1 similar and dissimilar pairs
+      re-weighted to equal total weight (|S|/|S1|, |S|/|S0|, as HashNet and DCH).
+    cosine: theta_ij = (K/2) cos(h_i, h_j) instead of h_i.h_j / 2 (the same range for
+      binary codes). d theta_ij / d h_i is then orthogonal to h_i: the many dissimilar pairs
+      can no longer lower theta by shrinking every code towards 0, the collapse of the
+      plain form (bench/pairwise_baselines.py; configs/baseline.py notes).
 
   Returns:
     float32 scalar.
@@ -40,14 +55,19 @@ def dpsh_loss(codes: jnp.ndarray, similarity: jnp.ndarray, *, eta: float = 0.1) 
     labels", IJCAI 2016.
   """
   h = codes.astype(jnp.float32)
-  theta = 0.5 * h @ h.T
+  if cosine:
+    unit = h / jnp.sqrt(jnp.sum(h * h, axis=-1, keepdims=True) + 1e-12)
+    theta = 0.5 * h.shape[-1] * unit @ unit.T
+  else:
+    theta = 0.5 * h @ h.T
   mask = common.off_diagonal(h.shape[0])
-  nll = common.masked_mean(common.pair_log_likelihood(theta, similarity), mask)
+  weights = _pair_weights(similarity, mask, balance)
+  nll = common.masked_mean(weights * common.pair_log_likelihood(theta, similarity), mask)
   return nll + eta * common.quantization_error(h)
 
 
 def dsh_loss(codes: jnp.ndarray, similarity: jnp.ndarray, *, margin: float | None = None,
-             alpha: float = 0.01) -> jnp.ndarray:
+             alpha: float = 0.01, balance: float = 0.0) -> jnp.ndarray:
   """Deep supervised hashing: contrastive loss with a margin on squared distances.
 
   With D = |h_i - h_j|^2: loss = mean_pairs [s D/2 + (1 - s) max(m - D, 0)/2]
@@ -58,6 +78,7 @@ def dsh_loss(codes: jnp.ndarray, similarity: jnp.ndarray, *, margin: float | Non
     similarity: float32[B, B] pair similarity s in {0, 1}.
     margin: m; default 2K (the paper's choice).
     alpha: weight of the L1 regulariser towards +-1.
+    balance: pair re-weighting, as in `dpsh_loss` (0: the paper's plain mean).
 
   Returns:
     float32 scalar.
@@ -72,7 +93,9 @@ def dsh_loss(codes: jnp.ndarray, similarity: jnp.ndarray, *, margin: float | Non
   dist = jnp.maximum(sq[:, None] + sq[None, :] - 2.0 * h @ h.T, 0.0)
   pair = 0.5 * similarity * dist + 0.5 * (1.0 - similarity) * jnp.maximum(m - dist, 0.0)
   reg = jnp.mean(jnp.sum(jnp.abs(jnp.abs(h) - 1.0), axis=-1))
-  return common.masked_mean(pair, common.off_diagonal(h.shape[0])) + alpha * reg
+  mask = common.off_diagonal(h.shape[0])
+  weights = _pair_weights(similarity, mask, balance)
+  return common.masked_mean(weights * pair, mask) + alpha * reg
 
 
 def hashnet_scale(step: jnp.ndarray, *, gamma: float = 0.005, power: float = 0.5,

@@ -37,9 +37,12 @@ LossFn = Callable[..., tuple[jnp.ndarray, Metrics]]
 # loss.weights defaults per loss (the papers' or their public code's settings).
 DEFAULT_WEIGHTS: dict[str, dict[str, float]] = {
     # eta: quantization weight (mean (h - sign h)^2).
-    "dpsh": {"eta": 0.1},
+    # balance: 1 re-weights similar / dissimilar pairs to equal totals; cosine: 1 puts
+    # the logits on code cosines (see pairwise.dpsh_loss; 0, 0 = the paper).
+    "dpsh": {"eta": 0.1, "balance": 0.0, "cosine": 0.0},
     # margin_scale: margin m = margin_scale * K (paper: 2K); alpha: L1 regulariser.
-    "dsh": {"margin_scale": 2.0, "alpha": 0.01},
+    # linear: 1 feeds the hash layer's linear outputs (the paper; no tanh).
+    "dsh": {"margin_scale": 2.0, "alpha": 0.01, "balance": 0.0, "linear": 0.0},
     # alpha: sigmoid scale x K (paper: 10/K); beta = (1 + gamma * t)^power, t the step
     # rounded down to step_size.
     "hashnet": {"alpha": 10.0, "gamma": 0.005, "power": 0.5, "step_size": 200.0},
@@ -77,7 +80,8 @@ def _dpsh(outputs, labels, *, cfg, schema, step, key):
   del step, key
   w = resolve_weights(cfg)
   s = pairs.pair_similarity(labels, schema, cfg.similarity)
-  loss = pairwise.dpsh_loss(outputs["codes"], s, eta=w["eta"])
+  loss = pairwise.dpsh_loss(outputs["codes"], s, eta=w["eta"], balance=w["balance"],
+                            cosine=bool(w["cosine"]))
   return loss, {"pairs/similar_fraction": _similar_fraction(s)}
 
 
@@ -86,7 +90,10 @@ def _dsh(outputs, labels, *, cfg, schema, step, key):
   w = resolve_weights(cfg)
   s = pairs.pair_similarity(labels, schema, cfg.similarity)
   margin = w["margin_scale"] * outputs["codes"].shape[-1]
-  loss = pairwise.dsh_loss(outputs["codes"], s, margin=margin, alpha=w["alpha"])
+  codes = (_require(outputs, "code_preactivations", "dsh", "pre-tanh hash outputs")
+           if w["linear"] else outputs["codes"])
+  loss = pairwise.dsh_loss(codes, s, margin=margin, alpha=w["alpha"],
+                           balance=w["balance"])
   return loss, {"pairs/similar_fraction": _similar_fraction(s)}
 
 

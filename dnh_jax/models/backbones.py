@@ -25,10 +25,12 @@ Dtype = Any
 
 
 def _conv(features: int, kernel: int, stride: int, dtype: Dtype, name: str | None = None,
-          use_bias: bool = True, lowering: str = "auto") -> fast_layers.Conv:
+          use_bias: bool = True, lowering: str = "auto",
+          pad: int | None = None) -> fast_layers.Conv:
   # fast_layers.Conv has nn.Conv's parameters and auto-names; it is faster on XLA:CPU.
+  # Padding defaults to kernel // 2 on each side.
   return fast_layers.Conv(features, kernel, strides=stride,
-                          padding=kernel // 2, use_bias=use_bias,
+                          padding=kernel // 2 if pad is None else pad, use_bias=use_bias,
                           dtype=dtype, param_dtype=jnp.float32, name=name,
                           lowering=lowering)
 
@@ -156,8 +158,11 @@ class AlexNet(nn.Module):
     _check_images("alexnet", images)
     size = min(images.shape[1:3])
     kernel, stride = (11, 4) if size >= 128 else (5, 2) if size >= 48 else (3, 1)
+    # torchvision's padding 2 for the ImageNet stem (224 px -> 55 -> pool 27), so that its
+    # weights load (dnh_jax.models.pretrained); the small stems keep kernel // 2.
+    pad = 2 if size >= 128 else kernel // 2
     x = images.astype(self.dtype)
-    x = nn.relu(_conv(64, kernel, stride, self.dtype, name="conv1")(x))
+    x = nn.relu(_conv(64, kernel, stride, self.dtype, name="conv1", pad=pad)(x))
     x = _max_pool(x, 3, 2)
     x = nn.relu(_conv(192, 5, 1, self.dtype, name="conv2")(x))
     x = _max_pool(x, 3, 2)
