@@ -32,6 +32,8 @@ import time
 
 import numpy as np
 
+import load_guard  # bench/load_guard.py: prints the load, refuses a loaded machine
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
@@ -186,7 +188,9 @@ def main():
   p.add_argument("--lr", type=float, default=0.0, help="0: the config's (1e-3)")
   p.add_argument("--threads", type=int, default=1)
   p.add_argument("--jax", action="store_true")
+  load_guard.add_flag(p)
   args = p.parse_args()
+  load_guard.start(args)   # the mAP figures do not depend on load, the seconds do
   print(f"{args.loss} {args.steps} steps, bank={args.bank}, codes={args.codes}, "
         f"balance={args.balance}")
   for seed in [int(s) for s in args.seeds.split(",")]:

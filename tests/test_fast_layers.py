@@ -121,9 +121,10 @@ def test_max_pool_errors():
     fast_layers.max_pool(jnp.zeros((4, 4, 1)), 2, 2)
 
 
-def _flax_conv(features, kernel, stride, dtype, name=None, use_bias=True, lowering="auto"):
+def _flax_conv(features, kernel, stride, dtype, name=None, use_bias=True, lowering="auto",
+               pad=None):
   del lowering  # nn.Conv has one lowering
-  pad = kernel // 2
+  pad = kernel // 2 if pad is None else pad
   return nn.Conv(features, (kernel, kernel), strides=(stride, stride),
                  padding=((pad, pad), (pad, pad)), use_bias=use_bias, dtype=dtype,
                  param_dtype=jnp.float32, name=name)
