@@ -154,27 +154,22 @@ def build_report(workdir: str, *, splits=None, checkpoint: str | int = "best",
                             for name, m in (("held-out", held), ("seen", ~held))}
   figures = []
 
-  fig, ax = plt.subplots(figsize=(6, 4.5))
-  for spec, c in curves.items():
-    p, rc = c["pr_radius"]
-    ax.plot(rc, p, marker=".", label=spec)
-  ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1.02), ylim=(0, 1.02),
-         title="Precision-recall by ranking-distance radius (0, 1, 2, ...)")
-  ax.legend(fontsize=8)
-  ax.grid(alpha=0.3)
-  figures.append((_save(fig, os.path.join(out_dir, "pr_radius.png")),
+  def pr_figure(key, title, marker):
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    for spec, c in curves.items():
+      p, rc = c[key]
+      ax.plot(rc, p, marker=marker, label=spec)
+    ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1.02), ylim=(0, 1.02), title=title)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return _save(fig, os.path.join(out_dir, f"{key}.png"))
+
+  figures.append((pr_figure("pr_radius", "Precision-recall by ranking-distance radius "
+                            "(0, 1, 2, ...)", "."),
                   "Precision vs recall of the items within ranking distance r of the query, "
                   "r = 0, 1, 2, ... (one point per radius; for a weighted preference r is "
                   "the weighted distance). Mean over queries with a relevant item."))
-  fig, ax = plt.subplots(figsize=(6, 4.5))
-  for spec, c in curves.items():
-    p, rc = c["pr_rank"]
-    ax.plot(rc, p, label=spec)
-  ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1.02), ylim=(0, 1.02),
-         title="Precision-recall by rank (top 1, 2, ..., N)")
-  ax.legend(fontsize=8)
-  ax.grid(alpha=0.3)
-  figures.append((_save(fig, os.path.join(out_dir, "pr_rank.png")),
+  figures.append((pr_figure("pr_rank", "Precision-recall by rank (top 1, 2, ..., N)", None),
                   "Precision vs recall of the top n items, n = 1 ... gallery size (ties by "
                   "gallery index)."))
   fig, axes = plt.subplots(1, 2, figsize=(10, 4))

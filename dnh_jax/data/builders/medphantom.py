@@ -14,8 +14,10 @@ steps of batch 64, test mAP@100 with relevance = same (modality, organ, disease)
 * at 1.0 the losses that learn per-class targets land below perfect with room above them:
   OrthoHash 0.875 / 0.883 (16 / 48 bits), CSQ 0.868 / 0.869, DCH 0.736 / 0.800, GreedyHash
   0.724 / 0.795, HashNet 0.436 / 0.525 (full table: configs/baseline.py);
-* the pairwise losses DPSH and DSH stay at 0.36-0.37 at 16 and 48 bits, and the difficulty
-  does not move them: DPSH-16 validation mAP@100 0.365 at difficulty 0.5, 0.362 at 0.75,
+* the pairwise losses DPSH and DSH in the papers' plain forms (`configs/baseline.py:plain`)
+  stay at 0.36-0.37 at 16 and 48 bits, and the difficulty does not move them (the working
+  forms that `configs/baseline.py` now trains by default - DPSH on cosine logits with
+  balanced pairs, DSH on linear outputs - separate diseases; bench/pairwise_baselines.py): DPSH-16 validation mAP@100 0.365 at difficulty 0.5, 0.362 at 0.75,
   0.366 at 1.0, also with learning rate 1e-4 (0.366) and without its quantization term.
   They settle on one code per (modality, organ) group with the diseases unseparated
   (mAP@100 ~ mean of 1 / diseases-per-organ = 0.33, nDCG@100 0.68). DPSH's loss plateau
