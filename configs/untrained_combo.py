@@ -1,7 +1,7 @@
 """Retrieval of untrained characteristic combinations (objective 4) - the main command.
 
 Command (independent sub-networks with per-network training views, 16 + 16 + 16 bits,
-MedPhantom with three held-out (modality, organ) pairs; about 2-3 minutes on two CPU
+MedPhantom with three held-out (modality, organ) pairs; about 1.5 minutes on two CPU
 cores):
   python -m dnh_jax.main --config=configs/untrained_combo.py
 The comparisons, on exactly the same data and split (same seeds):
@@ -11,7 +11,7 @@ The comparisons, on exactly the same data and split (same seeds):
 Three seeds of all four, with mean and standard deviation (README's table):
   python -m dnh_jax.ablate --config=configs/untrained_combo.py --seeds=0,1,2 \
       --variants='base;views=none;model=structured;model=flat' --base=combinations=all
-Quick smoke run (under a minute):
+Quick smoke run (about 30 s):
   python -m dnh_jax.main --config=configs/untrained_combo.py:quick
 
 Protocol. MedPhantom renders the seen combinations (`combinations=`) plus every disease
