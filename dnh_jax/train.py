@@ -41,8 +41,9 @@ from dnh_jax.models import pretrained as pretrained_lib
 from dnh_jax.utils import atomic_write_json, format_eta
 
 State = dict  # {"step", "params": {"model", "loss"}, "batch_stats", "opt_state"}
-VIEWS_STREAM = 0x71E5  # fold_in tags of the training views' and MixStyle's keys within a
-MIXSTYLE_STREAM = 0x3175  # step's key
+# fold_in tags of the training views' and MixStyle's keys within a step's key.
+VIEWS_STREAM = 0x71E5
+MIXSTYLE_STREAM = 0x3175
 
 
 # ----------------------------------------------------------------------------- optimizer

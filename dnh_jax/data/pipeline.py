@@ -132,15 +132,16 @@ def assign_splits(strata: np.ndarray, groups: np.ndarray, held: np.ndarray,
   _, first, inverse = np.unique(groups, return_index=True, return_inverse=True)
   inverse = inverse.reshape(-1)
   size = np.bincount(inverse)
+  # The zone of each group; with zones FREE and TEST_ONLY only, the draws equal those of
+  # the former bool held-out flag, so existing splits are unchanged.
   zone = np.zeros(len(size), np.int64)
   np.maximum.at(zone, inverse, np.asarray(held).astype(np.int64))
-  group_held = zone   # with zones {FREE, TEST_ONLY} only: the draws of a bool flag
-  # A stratum per (held-out flag, label combination); small ones are pooled per flag so
-  # that proportions hold overall.
-  code = np.unique(np.stack([group_held, strata[first]], 1), axis=0,
+  # A stratum per (zone, label combination); small ones are pooled per zone so that
+  # proportions hold overall.
+  code = np.unique(np.stack([zone, strata[first]], 1), axis=0,
                    return_inverse=True)[1].reshape(-1)
   small = np.bincount(code, weights=size)[code] < MIN_STRATUM
-  code = np.where(small, -1 - group_held.astype(np.int64), code)
+  code = np.where(small, -1 - zone, code)
   only = {}
   for z, names in ((TEST_ONLY, TEST_SPLITS), (VAL_ONLY, VAL_SPLITS)):
     only[z] = np.zeros_like(fractions)
@@ -150,7 +151,7 @@ def assign_splits(strata: np.ndarray, groups: np.ndarray, held: np.ndarray,
   for key in np.unique(code):   # sorted: a fixed order of draws
     members = np.flatnonzero(code == key)
     members = members[rng.permutation(len(members))]
-    frac = only.get(int(group_held[members[0]]), fractions)
+    frac = only.get(int(zone[members[0]]), fractions)
     # Zero-width intervals (fraction 0) are never hit: searchsorted(side="right") skips
     # them, so held-out groups land in query or gallery only.
     bounds = np.cumsum(frac / frac.sum())
