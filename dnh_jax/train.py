@@ -24,7 +24,6 @@ import optax
 from absl import logging
 
 from dnh_jax import checkpointing
-from dnh_jax import config_lib
 from dnh_jax import metric_writing
 from dnh_jax import parallel
 from dnh_jax import data as data_lib

@@ -7,7 +7,6 @@ built once per module as the README's `dicom` dataset.
 import collections
 import json
 import os
-import shutil
 
 import numpy as np
 import pydicom

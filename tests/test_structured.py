@@ -13,7 +13,6 @@ import pytest
 from dnh_jax import config_lib
 from dnh_jax import losses
 from dnh_jax.data import schema as schema_lib
-from dnh_jax.losses import structured
 
 SCHEMA = schema_lib.multi_characteristic_schema()
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -19,7 +19,6 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from dnh_jax.data import images as images_lib
 from dnh_jax.data import schema as schema_lib
 from dnh_jax.data.builders import base
 from dnh_jax.data.builders import image_folder
