@@ -89,6 +89,11 @@ def test_config_arguments_are_checked():
   assert c.loss.adversary == 0.5 and c.model.mixstyle == 0.3
   assert tuple(load_config().model.views) == ("patches", "contrast", "identity")
   assert load_config().model.view_patch == 4
+  # Host augmentation off by default (its intensity jitter removes the modality's grey
+  # levels); one switch brings it back, for every model alike.
+  assert load_config().data.augment is False
+  assert all(load_config(f"model={m},augment=true").data.augment
+             for m in ("independent", "structured", "flat"))
   assert tuple(load_config("model=flat").model.views) == ()
   # auto skips a candidate that is a test pair.
   assert tuple(load_config("held_out=MRI/chest+CT/brain").data.val_held_out) == ("XR/brain",)
