@@ -66,12 +66,21 @@ class Guard:
     return quiet
 
 
-def start(args: argparse.Namespace) -> Guard:
+def start(args: argparse.Namespace, before: tuple[float, float, float] | None = None
+          ) -> Guard:
   """Prints the load before the run; exits (status 1) when it is too high and
-  --allow-load was not given."""
-  before = os.getloadavg()
-  print(f"load average before: {_fmt(before)} (guard: 1-minute load <= {MAX_LOAD})",
-        flush=True)
+  --allow-load was not given.
+
+  `before`: a load read earlier, judged instead of the current one - a driver that runs a
+  benchmark's parts one process after another (bench/gpu.sh) reads it once, before the
+  first part, whose own threads would otherwise count against the next."""
+  if before is None:
+    before = os.getloadavg()
+    print(f"load average before: {_fmt(before)} (guard: 1-minute load <= {MAX_LOAD})",
+          flush=True)
+  else:
+    print(f"load average before: {_fmt(before)} (read before the first part; now "
+          f"{_fmt(os.getloadavg())}) (guard: 1-minute load <= {MAX_LOAD})", flush=True)
   loaded = before[0] > MAX_LOAD
   if loaded and not getattr(args, "allow_load", False):
     print(f"refusing to run: 1-minute load {before[0]:.2f} > {MAX_LOAD}; other processes "

@@ -21,14 +21,23 @@ import load_guard  # bench/load_guard.py: prints the load, refuses a loaded mach
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def jax_examples_per_sec(backbone: str, batch: int, size: int, steps: int) -> float:
+def jax_runner(backbone: str, batch: int, size: int, *, dtype: str = "float32",
+               bits: int = 16):
+  """The trainer's own jitted step (`make_train_step`, donated state) on a one-device mesh,
+  on random images and labels already on the device.
+
+  Returns:
+    (run, parameter count): run(steps) -> seconds for that many steps, state carried
+    over between calls (the first call includes compilation).
+  """
   import jax
   import numpy as np
   from dnh_jax import config_lib, losses, models, parallel, train
   from dnh_jax.data import schema as schema_lib
 
   config = config_lib.base_config()
-  config.model.backbone, config.model.bits, config.model.classifier = backbone, 16, False
+  config.model.backbone, config.model.bits, config.model.classifier = backbone, bits, False
+  config.model.dtype = dtype
   config.loss.name, config.train.learning_rate, config.train.grad_clip = "dpsh", 1e-4, 0.0
   config.train.schedule, config.train.warmup_steps = "constant", 0
   schema = schema_lib.multi_characteristic_schema()
@@ -46,14 +55,23 @@ def jax_examples_per_sec(backbone: str, batch: int, size: int, steps: int) -> fl
   for c in schema.characteristics:
     batch_np[c.name] = rng.integers(0, 3, batch).astype(np.int32)
   data = parallel.global_batch(batch_np, mesh)
-  for _ in range(3):
-    state, metrics = step(state, data)
-  jax.block_until_ready(metrics)
-  t0 = time.perf_counter()
-  for _ in range(steps):
-    state, metrics = step(state, data)
-  jax.block_until_ready((state, metrics))
-  return steps * batch / (time.perf_counter() - t0)
+  params = sum(x.size for x in jax.tree.leaves(state["params"]["model"]))
+  carried = {"state": state}
+
+  def run(steps: int) -> float:
+    t0 = time.perf_counter()
+    for _ in range(steps):
+      carried["state"], metrics = step(carried["state"], data)
+    jax.block_until_ready((carried["state"], metrics))
+    return time.perf_counter() - t0
+
+  return run, params
+
+
+def jax_examples_per_sec(backbone: str, batch: int, size: int, steps: int) -> float:
+  run, _ = jax_runner(backbone, batch, size)
+  run(3)
+  return steps * batch / run(steps)
 
 
 def torch_model(backbone: str, bits: int):
@@ -97,6 +115,16 @@ def torch_model(backbone: str, bits: int):
   return nn.Sequential(trunk, nn.LazyLinear(bits), nn.Tanh())
 
 
+def torch_dpsh_loss(h, labels, mask):
+  """DPSH (eta 0.1) on real codes h [B, K]: pairs similar when all labels [B, C] agree;
+  mask [B, B] drops the diagonal (the loss the JAX side's `dpsh` computes)."""
+  import torch
+  s = (labels[:, None, :] == labels[None, :, :]).all(-1).float()
+  theta = 0.5 * h @ h.T
+  nll = (torch.nn.functional.softplus(theta) - s * theta)[mask].mean()
+  return nll + 0.1 * (h - torch.where(h >= 0, 1.0, -1.0)).pow(2).mean()
+
+
 def torch_examples_per_sec(backbone: str, batch: int, size: int, steps: int,
                            threads: int) -> float:
   import torch
@@ -110,11 +138,7 @@ def torch_examples_per_sec(backbone: str, batch: int, size: int, steps: int,
   mask = ~torch.eye(batch, dtype=torch.bool)
 
   def step():
-    h = model(images)
-    s = (labels[:, None, :] == labels[None, :, :]).all(-1).float()
-    theta = 0.5 * h @ h.T
-    nll = (torch.nn.functional.softplus(theta) - s * theta)[mask].mean()
-    loss = nll + 0.1 * (h - torch.where(h >= 0, 1.0, -1.0)).pow(2).mean()
+    loss = torch_dpsh_loss(model(images), labels, mask)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()

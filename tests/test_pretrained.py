@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
+import torch_compat  # noqa: E402  (tests/torch_compat.py)
 
 from dnh_jax import checkpointing
 from dnh_jax import config_lib
@@ -27,26 +28,7 @@ KEY = jax.random.key(0)
 
 
 def _torchvision():
-  """torchvision, importable with a CPU-only torch.
-
-  The PyPI torchvision wheel is built against CUDA torch; with the CPU torch its C ops
-  (nms, roi_align, ...) cannot load, and its import then fails registering a fake kernel
-  for torchvision::nms. The models need none of those ops: declaring the two schemas that
-  the import touches is enough.
-  """
-  try:
-    import torchvision  # pylint: disable=import-outside-toplevel
-    return torchvision
-  except RuntimeError:
-    lib = torch.library.Library("torchvision", "FRAGMENT")
-    lib.define("nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
-    lib.define("qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
-    _torchvision.lib = lib   # keep the fragment alive
-    import sys  # pylint: disable=import-outside-toplevel
-    for name in [m for m in sys.modules if m == "torchvision" or m.startswith("torchvision.")]:
-      del sys.modules[name]
-    import torchvision  # pylint: disable=import-outside-toplevel
-    return torchvision
+  return torch_compat.import_torchvision()
 
 
 def _torch_model(source: str, arch: str, seed: int = 0):
