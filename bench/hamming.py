@@ -7,6 +7,9 @@ setting; flags change it). For every K it prints queries/s of
 * FAISS `IndexBinaryFlat.search` (heap top-k, ties by id; all CPU threads),
 * our distance-only pass: the same fused XOR + popcount over the words-major layout with
   a per-group minimum and nothing else - the compute floor of the kernel,
+* the plain call `hamming_topk(numpy queries, numpy gallery, k)` on the first
+  `--plain_queries` (200) queries, which lays the gallery out on every call (no cached
+  index), against FAISS on the same queries,
 
 their ratios measured in the same run (rounds interleaved, best round of each kept, so
 load from other processes hits all three alike), and checks that our results equal
@@ -56,6 +59,10 @@ def main(argv=None) -> int:
   parser.add_argument("--k", type=int, default=100)
   parser.add_argument("--bits", default="32,64,128")
   parser.add_argument("--rounds", type=int, default=3)
+  parser.add_argument("--plain_queries", type=int, default=200,
+                      help="queries of the plain numpy call (layout per call)")
+  parser.add_argument("--word_bits", default="auto", choices=("auto", "32", "64"),
+                      help="hamming_topk's word width (auto: 64 at >= 128 bits on CPU)")
   parser.add_argument("--threads", type=int, default=os.cpu_count(),
                       help="FAISS OpenMP threads (default: all cores)")
   load_guard.add_flag(parser)
@@ -71,8 +78,12 @@ def main(argv=None) -> int:
   print(f"gallery {args.gallery:,}, {args.queries:,} queries, k={args.k}, "
         f"{os.cpu_count()} cores, jax {jax.__version__} on {jax.devices()[0].platform}, "
         f"faiss {faiss.__version__} ({args.threads} threads)")
-  print(f"{'bits':>5} {'topk q/s':>10} {'faiss q/s':>10} {'topk/faiss':>10} "
-        f"{'dist q/s':>10} {'topk/dist':>10}  exact")
+  word_arg = args.word_bits if args.word_bits == "auto" else int(args.word_bits)
+  plain = min(args.plain_queries, args.queries)
+  print(f"{'bits':>5} {'word':>5} {'topk q/s':>10} {'faiss q/s':>10} {'topk/faiss':>10} "
+        f"{'plain q/s':>10} {'faiss q/s':>10} {'plain/faiss':>11} "
+        f"{'dist q/s':>10} {'topk/dist':>10}  exact   (plain: {plain} queries, numpy "
+        "gallery, layout per call)")
   for bits in (int(b) for b in args.bits.split(",")):
     if bits % 32:
       raise SystemExit(f"--bits: use multiples of 32 (FAISS needs whole bytes), got {bits}")
@@ -82,40 +93,57 @@ def main(argv=None) -> int:
     index = faiss.IndexBinaryFlat(bits)
     index.add(gallery.view(np.uint8))
     gallery_dev = jax.device_put(gallery)
-    terms, _ = hamming.distance_terms(words)
+    word = hamming.choose_word_bits(word_arg, words)
     chunk, group = hamming.DEFAULT_QUERY_CHUNK, hamming.DEFAULT_GROUP
-    layout = hamming._layout_jit(gallery_dev, args.k, group)
     padded = -(-args.queries // chunk) * chunk
-    q_dev = jnp.asarray(np.concatenate(
-        [queries, np.zeros((padded - args.queries, words), np.uint32)]))
+    q_pad = np.concatenate([queries, np.zeros((padded - args.queries, words), np.uint32)])
+    with jax.enable_x64(word == 64):  # the distance-only pass on the kernel's words
+      gal, qp = ((hamming._words64(gallery_dev), hamming._words64(q_pad)) if word == 64
+                 else (gallery_dev, q_pad))
+      terms, _ = hamming.distance_terms(gal.shape[1], word_bits=word)
+      layout = hamming._layout_jit(gal, args.k, group)
+      q_dev = jnp.asarray(qp)
 
     def ours():
-      return hamming.hamming_topk(queries, gallery_dev, args.k)
+      return hamming.hamming_topk(queries, gallery_dev, args.k, word_bits=word)
+
+    def plain_call():
+      return hamming.hamming_topk(queries[:plain], gallery, args.k, word_bits=word)
 
     def reference():
       return index.search(queries.view(np.uint8), args.k)
 
+    def plain_reference():
+      return index.search(queries[:plain].view(np.uint8), args.k)
+
     def distance_only():
-      outs = [_distance_only(q_dev[s:s + chunk], layout[0], terms)
-              for s in range(0, padded, chunk)]
-      return jax.block_until_ready(outs)
+      with jax.enable_x64(word == 64):
+        outs = [_distance_only(q_dev[s:s + chunk], layout[0], terms)
+                for s in range(0, padded, chunk)]
+        return jax.block_until_ready(outs)
 
     ours()  # compile
+    plain_call()
     distance_only()
     index.search(queries[:10].view(np.uint8), args.k)
-    rates = {"ours": [], "faiss": [], "dist": []}
+    rates = {"ours": [], "faiss": [], "plain": [], "faiss_plain": [], "dist": []}
     for _ in range(args.rounds):
       _best_rate(ours, args.queries, rates["ours"])
       _best_rate(reference, args.queries, rates["faiss"])
+      _best_rate(plain_call, plain, rates["plain"])
+      _best_rate(plain_reference, plain, rates["faiss_plain"])
       _best_rate(distance_only, args.queries, rates["dist"])
     d, i = ours()
     d_ref, i_ref = reference()
-    exact = bool(np.array_equal(d, d_ref) and np.array_equal(i, i_ref))
+    dp, ip = plain_call()
+    exact = bool(np.array_equal(d, d_ref) and np.array_equal(i, i_ref)
+                 and np.array_equal(dp, d_ref[:plain]) and np.array_equal(ip, i_ref[:plain]))
     best = {name: max(r) for name, r in rates.items()}
-    print(f"{bits:>5} {best['ours']:>10.0f} {best['faiss']:>10.0f} "
-          f"{best['ours'] / best['faiss']:>10.2f} {best['dist']:>10.0f} "
-          f"{best['ours'] / best['dist']:>10.2f}  {exact}{guard.mark}", flush=True)
-    del gallery_dev, layout, index
+    print(f"{bits:>5} {word:>5} {best['ours']:>10.0f} {best['faiss']:>10.0f} "
+          f"{best['ours'] / best['faiss']:>10.2f} {best['plain']:>10.0f} "
+          f"{best['faiss_plain']:>10.0f} {best['plain'] / best['faiss_plain']:>11.2f} "
+          f"{best['dist']:>10.0f} {best['ours'] / best['dist']:>10.2f}  {exact}{guard.mark}",
+          flush=True)
   peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
   print(f"peak resident memory: {peak:.0f} MiB")
   return 0

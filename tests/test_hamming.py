@@ -57,6 +57,55 @@ def test_topk_matches_stable_sort(bits, n, k, group, gallery_chunk):
   np.testing.assert_array_equal(d, d_ref)
 
 
+@pytest.mark.parametrize("bits,n,segments,weights", [
+    (128, 5000, None, None),               # grouped path, 4 words -> 2
+    (100, 3000, None, None),               # odd word count: a zero high half
+    (160, 2001, (50, 60, 50), (3, 0, 2)),  # masks across 64-bit words, a zero weight
+    (256, 300, (128, 128), (1, 4)),        # direct path
+])
+def test_word_bits_64_equals_32(bits, n, segments, weights):
+  # The 64-bit kernel (x64 scope, pairs of packed words) returns exactly the 32-bit
+  # kernel's lists, for numpy and jax inputs, and leaves x64 off afterwards.
+  rng = np.random.default_rng(bits + n)
+  q, g = _random(rng, 37, bits), _random(rng, n, bits)
+  kw = dict(k=40, segments=segments, weights=weights, query_chunk=16)
+  d32, i32 = hamming.hamming_topk(q, g, word_bits=32, **kw)
+  d64, i64 = hamming.hamming_topk(q, g, word_bits=64, **kw)
+  dj, ij = hamming.hamming_topk(jax.numpy.asarray(q), jax.numpy.asarray(g), word_bits=64,
+                                **kw)
+  for d, i in ((d64, i64), (np.asarray(dj), np.asarray(ij))):
+    np.testing.assert_array_equal(d, d32)
+    np.testing.assert_array_equal(i, i32)
+  assert d64.dtype == i64.dtype == dj.dtype == np.int32
+  assert jax.numpy.arange(2).dtype == np.int32   # x64 mode was scoped
+  d_ref, i_ref = _reference_topk(
+      hamming.hamming_distances(q, g, segments=segments, weights=weights), 40)
+  np.testing.assert_array_equal(i32, i_ref)
+
+
+def test_word_bits_choice():
+  assert hamming.choose_word_bits(32, 4) == 32
+  assert hamming.choose_word_bits("auto", 2) == 32
+  assert hamming.choose_word_bits("auto", 4) == (64 if jax.default_backend() == "cpu"
+                                                 else 32)
+  assert hamming.choose_word_bits("auto", 4, sharded=True) == 32
+  with pytest.raises(ValueError, match="not supported with a mesh"):
+    hamming.choose_word_bits(64, 4, sharded=True)
+  with pytest.raises(ValueError, match="word_bits"):
+    hamming.hamming_topk(np.zeros((1, 1), np.uint32), np.zeros((3, 1), np.uint32), 1,
+                         word_bits=16)
+
+
+@pytest.mark.parametrize("m,itemsize", [(65536, 4), (62500, 4), (1, 4), (4096, 8), (17, 8)])
+def test_padded_groups_stride_is_odd_cache_lines(m, itemsize):
+  # A power-of-two row length (2**20 codes: M = 65,536 groups) puts every row of the
+  # layout in the same cache sets; the padded row is an odd number of cache lines.
+  padded = hamming.padded_groups(m, itemsize)
+  lines, rest = divmod(padded * itemsize, hamming.CACHE_LINE)
+  assert padded >= m and rest == 0 and lines % 2 == 1
+  assert padded - m <= 2 * hamming.CACHE_LINE // itemsize
+
+
 def test_all_equal_codes_tie_by_index():
   g = np.zeros((2000, 1), np.uint32)
   d, i = hamming.hamming_topk(np.zeros((3, 1), np.uint32), g, 25)
