@@ -7,6 +7,7 @@ JAX / PyTorch (target >= 1.0).
 
   pip install -r requirements-bench.txt
   python bench/train_step.py [--steps 20] [--models alexnet,resnet18] [--threads 2]
+  python bench/train_step.py --layers      # where the time goes, layer by layer
 """
 
 from __future__ import annotations
@@ -152,8 +153,64 @@ def torch_examples_per_sec(backbone: str, batch: int, size: int, steps: int,
   return steps * batch / (time.perf_counter() - t0)
 
 
+# AlexNet-style layers at 64 px (the 48..127 px stem): name, input [H, W, C] or [D],
+# output channels, kernel, stride, padding (kernel 0: dense).
+ALEXNET_LAYERS = (("conv1", (64, 64, 1), 64, 5, 2, 2), ("conv2", (15, 15, 64), 192, 5, 1, 2),
+                  ("conv3", (7, 7, 192), 384, 3, 1, 1), ("conv4", (7, 7, 384), 256, 3, 1, 1),
+                  ("conv5", (7, 7, 256), 256, 3, 1, 1), ("fc6", (2304,), 4096, 0, 0, 0),
+                  ("fc7", (4096,), 4096, 0, 0, 0))
+
+
+def layer_profile(batch: int, threads: int, mark: str, rounds: int = 5) -> None:
+  """Prints, per AlexNet-style layer, the best-of-`rounds` time of forward + input and
+  weight gradients (of the sum of squared outputs) in JAX (`fast_layers.Conv` /
+  `nn.Dense`, jitted) and PyTorch (`nn.Conv2d` / `nn.Linear`): where a step's time goes."""
+  import flax.linen as nn
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+  import torch
+  from dnh_jax.models import fast_layers
+  torch.set_num_threads(threads)
+
+  def best_ms(fn):
+    fn()
+    times = []
+    for _ in range(rounds):
+      t0 = time.perf_counter()
+      fn()
+      times.append(time.perf_counter() - t0)
+    return 1e3 * min(times)
+
+  print(f"{'layer':<7}{'JAX ms':>9}{'PyTorch ms':>12}{'JAX/PyTorch time':>18}")
+  totals = [0.0, 0.0]
+  for name, shape, out, k, stride, pad in ALEXNET_LAYERS:
+    x = np.random.default_rng(0).random((batch,) + shape, np.float32)
+    mod = (fast_layers.Conv(out, k, strides=stride, padding=pad) if k else nn.Dense(out))
+    params = mod.init(jax.random.key(0), x[:1])
+    grad = jax.jit(jax.grad(lambda p, x: jnp.sum(mod.apply(p, x) ** 2), argnums=(0, 1)))
+    xj = jnp.asarray(x)
+    t_jax = best_ms(lambda: jax.block_until_ready(grad(params, xj)))
+    layer = (torch.nn.Conv2d(shape[2], out, k, stride, pad) if k
+             else torch.nn.Linear(shape[0], out))
+    xt = torch.from_numpy(x.transpose(0, 3, 1, 2).copy() if k else x).requires_grad_(True)
+
+    def torch_step():
+      layer.zero_grad()
+      xt.grad = None
+      (layer(xt) ** 2).sum().backward()
+    t_torch = best_ms(torch_step)
+    totals[0] += t_jax
+    totals[1] += t_torch
+    print(f"{name:<7}{t_jax:>9.1f}{t_torch:>12.1f}{t_jax / t_torch:>18.2f}{mark}", flush=True)
+  print(f"{'sum':<7}{totals[0]:>9.1f}{totals[1]:>12.1f}{totals[0] / totals[1]:>18.2f}{mark}")
+
+
 def main():
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p.add_argument("--layers", action="store_true",
+                 help="per-layer forward + backward times of the AlexNet-style network "
+                      "(JAX vs PyTorch) instead of whole steps")
   p.add_argument("--steps", type=int, default=20)
   p.add_argument("--batch", type=int, default=64)
   p.add_argument("--size", type=int, default=64)
@@ -162,6 +219,10 @@ def main():
   load_guard.add_flag(p)
   args = p.parse_args()
   guard = load_guard.start(args)
+  if args.layers:
+    print(f"per layer, AlexNet-style at 64 px, batch {args.batch}, {args.threads} threads")
+    layer_profile(args.batch, args.threads, guard.mark)
+    return
   print(f"train step, batch {args.batch}, {args.size}x{args.size}x1, DPSH 16 bits, "
         f"{args.threads} threads, {args.steps} timed steps")
   print(f"{'model':<10}{'JAX ex/s':>12}{'PyTorch ex/s':>14}{'JAX/PyTorch':>13}")
