@@ -151,7 +151,9 @@ def _encode_stream(retriever, count: int, load: Callable[[int], np.ndarray],
         batch.append(load(i))
         batch_pos.append(i)
       except (ValueError, OSError) as e:  # unreadable: reported at the end
-        report.skipped.append((names[i], " ".join(str(e).split())))
+        reason = " ".join(str(e).split())
+        # Readers name the file in their message; the report names it once.
+        report.skipped.append((names[i], reason.removeprefix(f"{names[i]}: ")))
     if batch:
       images = np.stack(batch)
       codes.append(pack_codes(retriever.encode(images)))
