@@ -16,7 +16,7 @@ PyTorch side, following DeepHash-pytorch's DPSH and DSH:
   * `--codes linear|tanh`: u the hash layer's linear output (DeepHash-pytorch) or tanh;
   * `--balance 1`: similar / dissimilar pairs re-weighted to equal total weight.
 
-  python bench/pairwise_baselines.py --loss dpsh --steps 600 --seeds 0,1 \
+  python bench/pairwise_baselines.py --loss dpsh --steps 600 --seeds 0,1 \\
       [--bank] [--codes linear] [--balance 1] [--jax]
 
 `--jax` also runs the library's loss (`train.train_and_evaluate`) with the same settings.

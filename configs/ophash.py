@@ -24,8 +24,8 @@ The published comparison of objective 1 (the author's table at 16 bits: OPHash 0
 0.632, HashNet 0.443 mAP@100, with AlexNet), here with the small CNN at 64 px on MedPhantom's
 published collection, 2,000 steps, the same evaluation for all three (relevance
 organ_disease, checkpoint on val/nDCG@100); 3 seeds, mean ± sample std:
-  python -m dnh_jax.ablate --config=configs/ophash.py --base=bits=16 --seeds=0,1,2 \
-      --variants='base;configs/baseline.py:loss=dch;configs/baseline.py:loss=hashnet' \
+  python -m dnh_jax.ablate --config=configs/ophash.py --base=bits=16 --seeds=0,1,2 \\
+      --variants='base;configs/baseline.py:loss=dch;configs/baseline.py:loss=hashnet' \\
       --set='eval.relevance=organ_disease;train.best_metric=val/nDCG@100'
 (and --base=bits=48)
 
@@ -38,8 +38,14 @@ organ_disease, checkpoint on val/nDCG@100); 3 seeds, mean ± sample std:
 At 16 bits the published order holds on every seed, but OPHash leads DCH by 0.07, not 0.15
 (our DCH is stronger than the published one; OPHash and HashNet are close to the published
 figures). At 48 bits OPHash and DCH are level: 0.016 apart, within the spread, and DCH is
-ahead on two of the three seeds. AlexNet and 32/64 bits are not run yet (about 15 CPU-hours
-here; issue 15).
+ahead on two of the three seeds. The published network (AlexNet at 224 px) and 32/64
+bits are not run: AlexNet at 224 px trains at 17 ex/s on two CPU cores (3.8 s a step of
+64; an 8-step run), so a 2,000-step run takes about 2 h and the 36 runs (3 methods x 4
+code lengths x 3 seeds) about 77 h. On a GPU:
+  python -m dnh_jax.ablate --config=configs/ophash.py --sweep=bits=16,32,48,64 \\
+      --variants='base;configs/baseline.py:loss=dch;configs/baseline.py:loss=hashnet' \\
+      --base=backbone=alexnet --seeds=0,1,2 --workdir=workdirs/objective1_alexnet \\
+      --set='eval.relevance=organ_disease;train.best_metric=val/nDCG@100;data.image_size=224'
 
 Evaluation ("organ_disease" rule of dnh_jax.evaluation.relevance): graded relevance 2
 (same organ and disease) / 1 (same organ only) / 0, so nDCG@k uses grades 2/1/0 with the

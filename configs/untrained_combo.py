@@ -9,7 +9,7 @@ The comparisons, on exactly the same data and split (same seeds):
   python -m dnh_jax.main --config=configs/untrained_combo.py:model=structured
   python -m dnh_jax.main --config=configs/untrained_combo.py:model=flat
 Three seeds of all four, with mean and standard deviation (README's table):
-  python -m dnh_jax.ablate --config=configs/untrained_combo.py --seeds=0,1,2 \
+  python -m dnh_jax.ablate --config=configs/untrained_combo.py --seeds=0,1,2 \\
       --variants='base;views=none;model=structured;model=flat' --base=combinations=all
 Quick smoke run (about 30 s):
   python -m dnh_jax.main --config=configs/untrained_combo.py:quick
